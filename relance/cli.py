@@ -1,0 +1,97 @@
+"""``python -m relance <command>``.
+
+up      the whole service: private Redis (unless REDIS_URL), web and worker from the Procfile
+worker  one worker process (what the Procfile's ``worker:`` runs)
+check   validate the rules file; exit 1 with line-numbered errors
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from workers import defaults
+from workers.exceptions import ConfigError, RulesError
+from workers.settings import PROJECT_ROOT, Settings
+
+
+def cmd_check(args) -> int:
+    settings = Settings.from_env()
+    path = Path(args.rules) if args.rules else settings.rules_file
+    from workers.rules import load_rules
+    try:
+        rules = load_rules(path, settings.templates_dir)
+    except RulesError as e:
+        print(e, file=sys.stderr)
+        return 1
+    timed = sum(1 for r in rules.rules if r.after)
+    print(f"{path}: OK, {len(rules.rules)} rules ({timed} timed), {len(rules.statuses)} lifecycle states")
+    return 0
+
+
+def cmd_worker(args) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from workers.context import current
+    from workers.worker import run_worker
+    try:
+        ctx = current()
+    except RulesError as e:
+        print(e, file=sys.stderr)
+        return 1
+    run_worker(ctx, burst=args.burst)
+    return 0
+
+
+def cmd_up(args) -> int:
+    from honcho.environ import parse_procfile
+    from honcho.manager import Manager
+
+    from .embedded import EmbeddedRedis
+
+    settings = Settings.from_env()   # fail early on bad configuration
+    if cmd_check(argparse.Namespace(rules=None)) != 0:
+        return 1
+    env = dict(os.environ)
+    env.setdefault("PORT", str(args.port))
+    embedded = None
+    if not settings.redis_url:
+        embedded = EmbeddedRedis(PROJECT_ROOT / defaults.EMBEDDED_REDIS_DIR).start()
+        env["REDIS_URL"] = embedded.url
+        print(f"relance: private Redis on {embedded.url} (data in {defaults.EMBEDDED_REDIS_DIR})")
+    print(f"relance: webhooks at http://127.0.0.1:{env['PORT']}/webhooks/jira")
+    print("relance: JIRA " + (settings.jira_base_url or "dry run (set JIRA_BASE_URL to act)")
+          + "; mail " + ("SendGrid" if settings.sendgrid_configured else f"to the outbox {settings.outbox_dir}"))
+    procfile = parse_procfile((PROJECT_ROOT / "Procfile").read_text())
+    manager = Manager()
+    for name, process in procfile.processes.items():
+        manager.add_process(name, process["cmd"], env=env, cwd=str(PROJECT_ROOT))
+    try:
+        manager.loop()
+    finally:
+        if embedded:
+            embedded.stop()
+    return manager.returncode or 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="relance", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run web + worker (+ a private Redis when REDIS_URL is unset)")
+    up.add_argument("--port", type=int, default=5000)
+    up.set_defaults(func=cmd_up)
+    worker = sub.add_parser("worker", help="run one worker (jobs and due timers)")
+    worker.add_argument("--burst", action="store_true", help="quit when the queue is empty")
+    worker.set_defaults(func=cmd_worker)
+    check = sub.add_parser("check", help="validate the rules file")
+    check.add_argument("rules", nargs="?", help="path (default: $RULES_FILE or rules.yaml)")
+    check.set_defaults(func=cmd_check)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"relance: configuration error: {e}", file=sys.stderr)
+        return 2

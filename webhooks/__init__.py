@@ -1,0 +1,55 @@
+"""The web edge: receive JIRA webhooks, verify, dedupe, enqueue. Never decides, never acts."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import Flask, jsonify
+from redis import Redis
+from rq import Queue
+from werkzeug.exceptions import HTTPException
+
+from workers import defaults
+from workers.connection import redis_from_url
+from workers.deliveries import DeliveryStore
+from workers.queue import make_queue
+from workers.settings import Settings
+
+
+@dataclass
+class Edge:
+    """What request handlers share: settings, Redis, the queue and the delivery store."""
+
+    settings: Settings
+    redis: Redis
+    queue: Queue
+    deliveries: DeliveryStore
+    retry_after: int = defaults.RETRY_AFTER_SECONDS_ON_503
+
+
+def create_app(config: Settings | dict | None = None) -> Flask:
+    """The Flask app. ``config``: Settings, or a dict of environment variables; default: the environment."""
+    if isinstance(config, dict) or config is None:
+        settings = Settings.from_env(config)
+    else:
+        settings = config
+    if not settings.redis_url:
+        raise RuntimeError("REDIS_URL is not set (python -m relance up starts a private Redis and sets it)")
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = defaults.MAX_BODY_BYTES
+    redis = redis_from_url(settings.redis_url, socket_timeout=defaults.REDIS_SOCKET_TIMEOUT_SECONDS)
+    app.extensions["relance"] = Edge(settings, redis, make_queue(redis, settings.queue_name), DeliveryStore(redis))
+
+    from . import health, jira
+    app.register_blueprint(jira.bp)
+    app.register_blueprint(health.bp)
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException):
+        response = jsonify(error=e.name.lower(), reason=e.description)
+        response.status_code = e.code
+        return response
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return app

@@ -1,0 +1,70 @@
+"""POST /webhooks/jira: verify, parse, dedupe, enqueue. Answers in milliseconds.
+
+202 queued; 200 for a redelivery already accepted and for events no rule
+reads; 400 malformed; 401 bad signature; 413 too large; 503 Redis down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from flask import Blueprint, current_app, jsonify, request
+from redis.exceptions import RedisError
+
+from workers.deliveries import delivery_id
+from workers.events import HANDLED_EVENTS
+from workers.queue import enqueue_delivery
+
+from .signature import verify
+
+bp = Blueprint("jira", __name__)
+log = logging.getLogger("relance.webhooks")
+
+
+def _answer(status: int, **body):
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+@bp.post("/webhooks/jira")
+def receive():
+    edge = current_app.extensions["relance"]
+    body = request.get_data(cache=False)      # raw bytes; 413 past MAX_CONTENT_LENGTH
+    secret = edge.settings.jira_webhook_secret
+    if secret:
+        problem = verify(secret, body, request.headers.get("X-Hub-Signature"))
+        if problem:
+            return _answer(401, error="unauthorized", reason=problem)
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        return _answer(400, error="malformed JSON", reason=str(e)[:200])
+    if not isinstance(payload, dict):
+        return _answer(400, error="unexpected body", reason="the body must be a JSON object")
+    event = payload.get("webhookEvent")
+    if event is not None and not isinstance(event, str):
+        return _answer(400, error="unexpected body", reason="'webhookEvent' must be a string")
+    if event is None and not (isinstance(payload.get("issue"), dict) and "changelog" in payload):
+        return _answer(400, error="not a JIRA webhook", reason="no 'webhookEvent' in the body")
+    if event is not None and event not in HANDLED_EVENTS:
+        return _answer(200, status="ignored", reason=f"no rule reads {event} events")
+
+    did = delivery_id(request.headers.get("X-Atlassian-Webhook-Identifier"), body)
+    try:
+        fresh = edge.deliveries.put(did, body, int(time.time() * 1000))
+        if not fresh and edge.deliveries.is_done(did):
+            return _answer(200, status="duplicate", delivery=did)
+        # Queue even a redelivery whose job is missing (Redis failed between the two writes):
+        # the job id is unique, and a processed delivery is a no-op.
+        queued = enqueue_delivery(edge.queue, did, edge.settings.job_timeout)
+    except RedisError as e:
+        log.error("webhook %s not accepted, Redis unavailable: %s", did, e)
+        response = _answer(503, error="queue unavailable", reason="Redis is unreachable; retry later")
+        response.headers["Retry-After"] = str(edge.retry_after)
+        return response
+    if not fresh and not queued:
+        return _answer(200, status="duplicate", delivery=did)
+    return _answer(202, status="queued", delivery=did)

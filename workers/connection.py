@@ -1,0 +1,22 @@
+"""Redis connections. RQ needs bytes (decode_responses=False); our own keys decode by hand."""
+
+from __future__ import annotations
+
+from redis import Redis
+
+from . import defaults
+
+
+def redis_from_url(url: str, socket_timeout: float | None = None) -> Redis:
+    """A client for ``url`` that fails fast when Redis is unreachable."""
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=defaults.REDIS_SOCKET_TIMEOUT_SECONDS,
+        socket_timeout=socket_timeout,
+        health_check_interval=30,
+        retry_on_timeout=False,
+    )
+
+
+def text(value) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value

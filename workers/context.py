@@ -1,0 +1,55 @@
+"""Everything a job needs, built once per worker process from the environment."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from redis import Redis
+from rq import Queue
+
+from .actions import Effects
+from .audit import Audit
+from .connection import redis_from_url
+from .deliveries import DeliveryStore
+from .emails import Renderer
+from .jira import make_jira
+from .ledger import EffectLedger
+from .mail import make_mailer
+from .queue import make_queue
+from .rules import RuleSet, load_rules
+from .settings import Settings
+from .tickets import TicketStore
+from .timers import TimerStore
+
+
+@dataclass
+class Context:
+    settings: Settings
+    redis: Redis
+    rules: RuleSet
+    queue: Queue
+    deliveries: DeliveryStore
+    tickets: TicketStore
+    timers: TimerStore
+    audit: Audit
+    effects: Effects
+
+    @classmethod
+    def build(cls, settings: Settings, redis: Redis | None = None) -> "Context":
+        if not settings.redis_url and redis is None:
+            raise RuntimeError("REDIS_URL is not set (python -m relance up starts a private Redis and sets it)")
+        redis = redis or redis_from_url(settings.redis_url)
+        rules = load_rules(settings.rules_file, settings.templates_dir)
+        audit = Audit(redis)
+        effects = Effects(rules=rules, jira=make_jira(settings), mailer=make_mailer(settings),
+                          renderer=Renderer(settings.templates_dir, rules.locale), ledger=EffectLedger(redis),
+                          audit=audit, jira_base_url=settings.jira_base_url)
+        return cls(settings, redis, rules, make_queue(redis, settings.queue_name), DeliveryStore(redis),
+                   TicketStore(redis), TimerStore(redis), audit, effects)
+
+
+@functools.cache
+def current() -> Context:
+    """The process's context, from the environment (jobs take ids and re-read state through it)."""
+    return Context.build(Settings.from_env())

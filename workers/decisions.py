@@ -1,0 +1,71 @@
+"""Lifecycle transitions -> rule decisions. Pure: no I/O.
+
+A decision is what must happen because of one event: effects to perform now,
+timers to arm, timers to cancel, and for each rule that did not fire, why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .events import TicketEvent
+from .lifecycle import Reading, TicketMemory, read_event
+from .rules import Action, RuleSet
+
+
+@dataclass(frozen=True)
+class PlannedEffect:
+    rule: str
+    index: int          # position of the action in the rule's ``do`` list
+    action: Action
+
+
+@dataclass(frozen=True)
+class TimerArm:
+    rule: str
+    due_ms: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    reading: Reading
+    effects: tuple[PlannedEffect, ...] = ()
+    arm: tuple[TimerArm, ...] = ()
+    cancel: tuple[str, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()   # (rule, why it did not fire)
+
+    @property
+    def memory(self) -> TicketMemory:
+        return self.reading.memory
+
+
+def plan_effects(rules: RuleSet, rule_name: str) -> tuple[PlannedEffect, ...]:
+    """All actions of a rule, in order (what a due timer performs)."""
+    rule = rules.rule(rule_name)
+    return tuple(PlannedEffect(rule.name, i, a) for i, a in enumerate(rule.do)) if rule else ()
+
+
+def decide(rules: RuleSet, event: TicketEvent, memory: TicketMemory, now_ms: int) -> Plan:
+    """What the rules make of ``event`` for a ticket last known as ``memory``."""
+    reading = read_event(rules, event, memory, now_ms)
+    t = reading.transition
+    if t is None:
+        why = reading.note or "no lifecycle transition"
+        return Plan(reading, skipped=tuple((r.name, why) for r in rules.rules))
+
+    effects, arm, cancel, skipped = [], [], [], []
+    ts = event.timestamp_ms or now_ms
+    for rule in rules.rules:
+        state, kind = rule.when.state, rule.when.kind
+        if rule.after is not None and kind == "entered" and t.left == state and t.entered != state:
+            cancel.append(rule.name)
+        fires = (kind == "entered" and t.entered == state) or (kind == "left" and t.left == state)
+        if not fires:
+            skipped.append((rule.name, f"wants {kind} {state}; ticket {t.describe()}"))
+        elif not rule.enabled:
+            skipped.append((rule.name, "disabled"))
+        elif rule.after is not None:
+            arm.append(TimerArm(rule.name, ts + rule.after * 1000))
+        else:
+            effects.extend(PlannedEffect(rule.name, i, a) for i, a in enumerate(rule.do))
+    return Plan(reading, tuple(effects), tuple(arm), tuple(cancel), tuple(skipped))

@@ -1,0 +1,42 @@
+"""Named defaults, each with its unit in the name. Settings may override them."""
+
+# Web edge
+MAX_BODY_BYTES = 1024 * 1024            # larger deliveries answer 413
+REDIS_SOCKET_TIMEOUT_SECONDS = 2.0      # web answers 503 rather than hang on a dead Redis
+RETRY_AFTER_SECONDS_ON_503 = 30
+
+# Deliveries
+DELIVERY_TTL_SECONDS = 7 * 24 * 3600    # how long a delivery id is remembered for dedupe
+QUEUE_NAME = "relance"
+
+# Jobs
+JOB_TIMEOUT_SECONDS = 60
+JOB_RETRIES = 8                         # after the first try
+JOB_RETRY_INTERVALS_SECONDS = [1, 5, 15, 60, 120, 300, 600, 1800]
+RESULT_TTL_SECONDS = 3600
+FAILURE_TTL_SECONDS = 30 * 24 * 3600
+
+# Worker: how fast work of a SIGKILLed worker is picked up again.
+# A started job's registry entry expires JOB_TIMEOUT + HEARTBEAT_GRACE after it
+# starts; the next maintenance pass (every MAINTENANCE_INTERVAL) retries it.
+HEARTBEAT_GRACE_SECONDS = 5
+MAINTENANCE_INTERVAL_SECONDS = 15
+WORKER_TTL_SECONDS = 30                 # a worker blocks WORKER_TTL - 15 s per dequeue
+
+# Timers
+TIMER_POLL_SECONDS = 0.2                # bounds how late a due timer is picked up
+TIMER_BATCH = 500                       # timers moved to the queue per poll
+
+# Tickets
+TICKET_LOCK_SECONDS = 30
+AUDIT_MAXLEN = 1000                     # entries kept per ticket timeline
+EFFECT_TTL_SECONDS = 90 * 24 * 3600
+
+# HTTP clients
+HTTP_TIMEOUT_SECONDS = 10.0
+RETRY_AFTER_MAX_SECONDS = 300           # a longer Retry-After is capped and the job retried later
+
+# Embedded defaults
+OUTBOX_DIR = "outbox"
+EMBEDDED_REDIS_DIR = ".relance/redis"
+RULES_FILE = "rules.yaml"

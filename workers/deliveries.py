@@ -1,0 +1,57 @@
+"""Webhook deliveries kept in Redis until processed: the dedupe and the payload store.
+
+A delivery is stored under its id before its job is queued; the job reads it
+back by id. Its ``done`` mark makes a second run of the same delivery a no-op.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from redis import Redis
+
+from . import defaults
+from .connection import text
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+
+
+def delivery_id(header_value: str | None, body: bytes) -> str:
+    """The delivery's identity: JIRA's X-Atlassian-Webhook-Identifier, else a hash of the body.
+
+    Always letters, digits, ``_`` and ``-`` (what RQ job ids accept).
+    """
+    if header_value and _SAFE_ID.match(header_value.strip()):
+        return header_value.strip()
+    raw = header_value.strip().encode() if header_value else body
+    prefix = "h-" if header_value else "b-"
+    return prefix + hashlib.sha256(raw).hexdigest()[:40]
+
+
+class DeliveryStore:
+    """Payloads of accepted deliveries, by id."""
+
+    def __init__(self, redis: Redis, ttl: int = defaults.DELIVERY_TTL_SECONDS):
+        self.redis = redis
+        self.ttl = ttl
+
+    @staticmethod
+    def key(did: str) -> str:
+        return f"relance:delivery:{did}"
+
+    def put(self, did: str, body: bytes, received_ms: int) -> bool:
+        """Store the body; False if this delivery id was seen before (a redelivery)."""
+        return bool(self.redis.set(self.key(did), body, nx=True, ex=self.ttl))
+
+    def body(self, did: str) -> bytes | None:
+        return self.redis.get(self.key(did))
+
+    def is_done(self, did: str) -> bool:
+        return bool(self.redis.exists(self.key(did) + ":done"))
+
+    def mark_done(self, did: str, outcome: str, pipe=None) -> None:
+        (pipe or self.redis).set(self.key(did) + ":done", outcome, ex=self.ttl)
+
+    def outcome(self, did: str) -> str | None:
+        return text(self.redis.get(self.key(did) + ":done"))

@@ -1,0 +1,144 @@
+"""JIRA REST API v2 client (Cloud and Data Center), and the dry-run stand-in used until JIRA is configured."""
+
+from __future__ import annotations
+
+import logging
+import time
+from urllib.parse import quote
+
+import requests
+
+from . import defaults
+from .exceptions import JiraError, TransientError, TransitionUnavailable
+
+log = logging.getLogger("relance.jira")
+
+# Retry-After up to this many seconds is waited out in the job itself; longer
+# ones end the attempt and RQ retries the job later.
+INLINE_RETRY_AFTER_SECONDS = 10
+INLINE_RETRIES = 2
+
+
+def _retry_after(response) -> float | None:
+    try:
+        return float(response.headers.get("Retry-After"))
+    except (TypeError, ValueError):
+        return None
+
+
+def _messages(response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict):
+        parts = list(body.get("errorMessages") or []) + [f"{k}: {v}" for k, v in (body.get("errors") or {}).items()]
+        return "; ".join(parts) or str(body)[:200]
+    return str(body)[:200]
+
+
+class JiraClient:
+    """Talks to one JIRA site. Basic auth (email + API token, Cloud) or a Bearer PAT (Data Center).
+
+    Raises TransientError on 429/5xx/timeouts (retry later), JiraError on other 4xx.
+    """
+
+    dry_run = False
+
+    def __init__(self, base_url: str, email: str | None = None, api_token: str | None = None,
+                 pat: str | None = None, timeout: float = defaults.HTTP_TIMEOUT_SECONDS):
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers.update({"Accept": "application/json", "User-Agent": "relance"})
+        if pat:
+            self.session.headers["Authorization"] = f"Bearer {pat}"
+        else:
+            self.session.auth = (email, api_token)
+        self._priorities = None
+
+    def _call(self, method: str, path: str, **kw):
+        url = f"{self.base_url}/rest/api/2/{path}"
+        for attempt in range(INLINE_RETRIES + 1):
+            try:
+                response = self.session.request(method, url, timeout=self.timeout, **kw)
+            except requests.RequestException as e:
+                raise TransientError(f"JIRA {method} {path}: {e.__class__.__name__}: {e}") from e
+            if response.status_code == 429 or response.status_code >= 500:
+                wait = _retry_after(response)
+                if wait is not None and wait <= INLINE_RETRY_AFTER_SECONDS and attempt < INLINE_RETRIES:
+                    log.warning("JIRA answered %s to %s %s; waiting %ss as asked", response.status_code,
+                                method, path, wait)
+                    time.sleep(wait)
+                    continue
+                raise TransientError(f"JIRA {method} {path}: {response.status_code} {_messages(response)}",
+                                     retry_after=wait)
+            if response.status_code >= 400:
+                raise JiraError(f"JIRA {method} {path}: {response.status_code} {_messages(response)}",
+                                status=response.status_code)
+            return response.json() if response.content else None
+        raise AssertionError("unreachable")
+
+    def issue(self, key: str, fields: str = "summary,status,priority,labels,reporter,assignee,project,comment"):
+        """The ticket as JIRA shows it now (the ``fields`` asked for)."""
+        return self._call("GET", f"issue/{quote(key)}", params={"fields": fields})
+
+    def user(self, account_id: str | None = None, username: str | None = None) -> dict:
+        params = {"accountId": account_id} if account_id else {"username": username}
+        return self._call("GET", "user", params=params)
+
+    def transitions(self, key: str) -> list[dict]:
+        return self._call("GET", f"issue/{quote(key)}/transitions")["transitions"]
+
+    def transition_to(self, key: str, status: str) -> str:
+        """Move the ticket to ``status`` through the transition that leads there; return its name."""
+        available = self.transitions(key)
+        chosen = next((t for t in available if (t.get("to") or {}).get("name", "").casefold() == status.casefold()),
+                      None)
+        if chosen is None:
+            leads = ", ".join(sorted({(t.get("to") or {}).get("name", "?") for t in available})) or "none"
+            raise TransitionUnavailable(f"no transition of {key} leads to {status!r} (available: {leads})", 400)
+        try:
+            self._call("POST", f"issue/{quote(key)}/transitions", json={"transition": {"id": chosen["id"]}})
+        except JiraError as e:
+            if e.status == 400:
+                raise TransitionUnavailable(str(e), 400) from e
+            raise
+        return chosen.get("name", chosen["id"])
+
+    def priorities(self) -> list[dict]:
+        """The site's priorities, highest first."""
+        if self._priorities is None:
+            self._priorities = self._call("GET", "priority")
+        return self._priorities
+
+    def set_priority(self, key: str, name: str) -> None:
+        self._call("PUT", f"issue/{quote(key)}", json={"update": {"priority": [{"set": {"name": name}}]}})
+
+    def add_label(self, key: str, label: str) -> None:
+        self._call("PUT", f"issue/{quote(key)}", json={"update": {"labels": [{"add": label}]}})
+
+    def add_comment(self, key: str, body: str) -> dict:
+        return self._call("POST", f"issue/{quote(key)}/comment", json={"body": body})
+
+
+class DryRunJira:
+    """Used while JIRA_BASE_URL is unset: reads know nothing, writes are only recorded."""
+
+    dry_run = True
+    DEFAULT_PRIORITIES = [{"name": n} for n in ("Highest", "High", "Medium", "Low", "Lowest")]
+
+    def issue(self, key, fields=None):
+        return None
+
+    def user(self, account_id=None, username=None):
+        return None
+
+    def priorities(self):
+        return self.DEFAULT_PRIORITIES
+
+
+def make_jira(settings):
+    if not settings.jira_configured:
+        return DryRunJira()
+    return JiraClient(settings.jira_base_url, settings.jira_user_email, settings.jira_api_token, settings.jira_pat)

@@ -1,0 +1,83 @@
+"""Ticket events -> lifecycle transitions. Pure: no I/O.
+
+A lifecycle transition is the ticket leaving one lifecycle state and entering
+another (``left=resolved, entered=reopened``). JIRA statuses map onto states
+through the rules file; moves between two statuses of one state are no
+transition. Deliveries arrive late and out of order, so each ticket remembers
+the time of the newest event applied: an older event changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .events import TicketEvent
+from .rules import RuleSet
+
+
+@dataclass(frozen=True)
+class TicketMemory:
+    """What the service last knew of a ticket: its status and when JIRA said so."""
+
+    status: str | None = None
+    state: str | None = None
+    ts_ms: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"status": self.status or "", "state": self.state or "", "ts_ms": str(self.ts_ms or "")}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "TicketMemory":
+        data = data or {}
+        ts = data.get("ts_ms")
+        return cls(status=data.get("status") or None, state=data.get("state") or None,
+                   ts_ms=int(ts) if ts else None)
+
+
+@dataclass(frozen=True)
+class Transition:
+    left: str | None
+    entered: str | None
+    from_status: str | None = None
+    to_status: str | None = None
+    inferred: bool = False      # no status change in the event, but the status differs from memory
+
+    def describe(self) -> str:
+        parts = [f"left {self.left}" if self.left else "", f"entered {self.entered}" if self.entered else ""]
+        return ", ".join(p for p in parts if p)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How one event reads against the ticket's memory."""
+
+    transition: Transition | None
+    memory: TicketMemory          # the memory to keep after this event
+    stale: bool = False
+    note: str = ""
+
+
+def read_event(rules: RuleSet, event: TicketEvent, memory: TicketMemory, now_ms: int) -> Reading:
+    """Turn an event into at most one lifecycle transition, given what we knew."""
+    ts = event.timestamp_ms or now_ms
+    if memory.ts_ms is not None and ts < memory.ts_ms:
+        return Reading(None, memory, stale=True,
+                       note=f"event of {ts} is older than the ticket's last known change ({memory.ts_ms})")
+
+    if event.status_change is not None:
+        from_status, to_status = event.status_change
+        from_state = rules.state_of(from_status)
+        inferred = False
+    elif event.is_creation:
+        from_status, to_status, from_state, inferred = None, event.status, None, False
+    else:
+        from_status, to_status, from_state = memory.status, event.status, memory.state
+        inferred = True
+    to_status = to_status or memory.status
+    to_state = rules.state_of(to_status)
+    new_memory = TicketMemory(status=to_status, state=to_state, ts_ms=ts)
+
+    if to_status is None or from_state == to_state or (inferred and memory.state is None):
+        return Reading(None, new_memory)
+    return Reading(Transition(left=from_state, entered=to_state, from_status=from_status,
+                              to_status=to_status, inferred=inferred), new_memory)

@@ -1,0 +1,113 @@
+"""Sending email: SendGrid's v3 API through the official library, or a local outbox of .eml files."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid, parseaddr
+from pathlib import Path
+from urllib.error import URLError
+
+from python_http_client.exceptions import HTTPError
+from sendgrid import SendGridAPIClient
+from sendgrid.helpers.mail import Category, CustomArg, From, Mail, ReplyTo, To
+
+from . import defaults
+from .exceptions import MailError, TransientError
+
+log = logging.getLogger("relance.mail")
+
+
+@dataclass(frozen=True)
+class Message:
+    """One email, rendered. ``effect_id`` makes delivery idempotent where the backend allows."""
+
+    to: tuple[str, ...]
+    subject: str
+    text: str
+    html: str
+    effect_id: str
+    ticket: str | None = None
+    category: str | None = None
+    headers: dict = field(default_factory=dict)
+
+
+class SendGridMailer:
+    """POST /v3/mail/send. 429/5xx raise TransientError (retry later, honouring X-RateLimit-Reset);
+    400/401/403 raise MailError (no retry)."""
+
+    def __init__(self, api_key: str, host: str, sender: str, reply_to: str | None = None,
+                 timeout: float = defaults.HTTP_TIMEOUT_SECONDS):
+        self.client = SendGridAPIClient(api_key=api_key, host=host)
+        self.client.client.timeout = timeout
+        self.sender, self.reply_to = sender, reply_to
+
+    def build(self, msg: Message) -> Mail:
+        name, addr = parseaddr(self.sender)
+        mail = Mail(from_email=From(addr, name or None), to_emails=[To(a) for a in msg.to],
+                    subject=msg.subject, plain_text_content=msg.text, html_content=msg.html)
+        if self.reply_to:
+            rname, raddr = parseaddr(self.reply_to)
+            mail.reply_to = ReplyTo(raddr, rname or None)
+        if msg.category:
+            mail.category = Category(msg.category)
+        for k, v in {"relance_effect": msg.effect_id, "ticket": msg.ticket}.items():
+            if v:
+                mail.custom_arg = CustomArg(k, v)
+        return mail
+
+    def send(self, msg: Message) -> str:
+        try:
+            response = self.client.send(self.build(msg))
+        except HTTPError as e:
+            body = e.body.decode(errors="replace") if isinstance(e.body, bytes) else str(e.body)
+            if e.status_code == 429 or e.status_code >= 500:
+                reset = (e.headers or {}).get("X-RateLimit-Reset")
+                wait = max(0.0, float(reset) - time.time()) if reset and reset.isdigit() else None
+                raise TransientError(f"SendGrid {e.status_code}: {body[:300]}", retry_after=wait) from e
+            raise MailError(f"SendGrid refused the message ({e.status_code}): {body[:300]}", e.status_code) from e
+        except (URLError, OSError) as e:
+            raise TransientError(f"SendGrid unreachable: {e}") from e
+        return response.headers.get("X-Message-Id", "") if response.headers else ""
+
+
+class OutboxMailer:
+    """Writes each message as a .eml file a mail client can open. One file per effect."""
+
+    def __init__(self, directory: Path, sender: str, reply_to: str | None = None):
+        self.directory = Path(directory)
+        self.sender, self.reply_to = sender, reply_to
+
+    def path_for(self, msg: Message) -> Path:
+        return self.directory / f"{msg.effect_id.replace(':', '_').replace('|', '_')}.eml"
+
+    def send(self, msg: Message) -> str:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.path_for(msg)
+        email = EmailMessage()
+        email["From"] = self.sender
+        email["To"] = ", ".join(msg.to)
+        email["Subject"] = msg.subject
+        email["Date"] = formatdate(localtime=True)
+        email["Message-ID"] = make_msgid(domain="relance.local")
+        if self.reply_to:
+            email["Reply-To"] = self.reply_to
+        if msg.ticket:
+            email["X-Relance-Ticket"] = msg.ticket
+        email["X-Relance-Effect"] = msg.effect_id
+        email.set_content(msg.text)
+        email.add_alternative(msg.html, subtype="html")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(bytes(email))
+        os.replace(tmp, path)   # a reader never sees half a file
+        return str(path)
+
+
+def make_mailer(settings):
+    if settings.sendgrid_configured:
+        return SendGridMailer(settings.sendgrid_api_key, settings.sendgrid_api_host, settings.mail_from,
+                              settings.mail_reply_to)
+    return OutboxMailer(settings.outbox_dir, settings.mail_from, settings.mail_reply_to)

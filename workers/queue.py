@@ -1,0 +1,38 @@
+"""The RQ queue and how jobs are put on it: JSON serializer, retries, stable job ids."""
+
+from __future__ import annotations
+
+from redis import Redis
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError
+from rq.serializers import JSONSerializer
+
+from . import defaults
+
+
+def make_queue(redis: Redis, name: str = defaults.QUEUE_NAME) -> Queue:
+    return Queue(name, connection=redis, serializer=JSONSerializer)
+
+
+def _retry() -> Retry:
+    return Retry(max=defaults.JOB_RETRIES, interval=defaults.JOB_RETRY_INTERVALS_SECONDS)
+
+
+def _enqueue(queue: Queue, func: str, job_id: str, args: tuple, timeout: float) -> bool:
+    """Queue ``func(*args)`` once under ``job_id``; False if that job already exists."""
+    try:
+        queue.enqueue_call(func, args=args, job_id=job_id, unique=True, retry=_retry(),
+                           timeout=int(timeout), result_ttl=defaults.RESULT_TTL_SECONDS,
+                           failure_ttl=defaults.FAILURE_TTL_SECONDS)
+    except DuplicateJobError:
+        return False
+    return True
+
+
+def enqueue_delivery(queue: Queue, delivery_id: str, timeout: float = defaults.JOB_TIMEOUT_SECONDS) -> bool:
+    return _enqueue(queue, "workers.jobs.process_delivery", f"delivery-{delivery_id}", (delivery_id,), timeout)
+
+
+def enqueue_timer(queue: Queue, job_id: str, member: str, generation: str,
+                  timeout: float = defaults.JOB_TIMEOUT_SECONDS) -> bool:
+    return _enqueue(queue, "workers.jobs.fire_timer", job_id, (member, generation), timeout)

@@ -1,0 +1,275 @@
+"""The rules file: parsed, validated with line numbers, and turned into a RuleSet.
+
+A bad file raises RulesError whose messages read ``<line>: <where>: <problem>``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+                      field_validator, model_validator)
+
+from .exceptions import RulesError
+
+LIFECYCLE_STATES = ("open", "waiting_for_feedback", "resolved", "reopened", "closed")
+RECIPIENT_ROLES = ("reporter", "assignee")
+
+_DURATION_PART = re.compile(r"(\d+)\s*([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(value) -> int:
+    """Seconds in ``30s``, ``15m``, ``72h``, ``5d``, ``1w`` or a sum like ``1d12h``.
+
+    A bare integer counts seconds. Raises ValueError on anything else.
+    """
+    if isinstance(value, bool):
+        raise ValueError("a duration is like 30s, 15m, 72h or 5d")
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError("a duration must be positive")
+        return value
+    text = str(value).strip().lower()
+    pos, total = 0, 0
+    for m in _DURATION_PART.finditer(text):
+        if text[pos:m.start()].strip():
+            break
+        total += int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    if not text or text[pos:].strip() or total <= 0:
+        raise ValueError(f"invalid duration {value!r}: use 30s, 15m, 72h, 5d (or a sum like 1d12h)")
+    return total
+
+
+Duration = Annotated[int, BeforeValidator(parse_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Trigger(_Strict):
+    """What starts a rule: the ticket entering or leaving a lifecycle state."""
+
+    entered: str | None = None
+    left: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.entered is None) == (self.left is None):
+            raise ValueError("give exactly one of 'entered' or 'left'")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "entered" if self.entered is not None else "left"
+
+    @property
+    def state(self) -> str:
+        return self.entered if self.entered is not None else self.left
+
+
+class EmailAction(_Strict):
+    to: str | list[str]
+    template: str = Field(pattern=r"^[a-z0-9_]+$")
+
+    @field_validator("to")
+    @classmethod
+    def _recipients(cls, to):
+        for r in [to] if isinstance(to, str) else to:
+            if r not in RECIPIENT_ROLES and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", r):
+                raise ValueError(f"{r!r} is neither {' nor '.join(RECIPIENT_ROLES)} nor an email address")
+        return to
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        return (self.to,) if isinstance(self.to, str) else tuple(self.to)
+
+
+class Action(_Strict):
+    """One step of a rule. Exactly one key is set."""
+
+    email: EmailAction | None = None
+    transition: str | None = Field(default=None, min_length=1)
+    raise_priority: int | None = Field(default=None, ge=1, le=4)
+    add_label: str | None = Field(default=None, pattern=r"^\S+$")
+    comment: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one(self):
+        given = [k for k in type(self).model_fields if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"an action has exactly one of {', '.join(type(self).model_fields)}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in type(self).model_fields if getattr(self, k) is not None)
+
+    @property
+    def argument(self):
+        return getattr(self, self.kind)
+
+
+class Rule(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)
+    when: Trigger
+    after: Duration | None = None
+    do: list[Action] = Field(min_length=1)
+    enabled: bool = True
+
+
+class RuleSet(_Strict):
+    """The validated rules file."""
+
+    statuses: dict[str, list[str]]
+    rules: list[Rule] = Field(default_factory=list)
+    locale: str = "en"
+
+    @field_validator("statuses")
+    @classmethod
+    def _states(cls, statuses):
+        unknown = [s for s in statuses if s not in LIFECYCLE_STATES]
+        if unknown:
+            raise ValueError(f"unknown lifecycle state {unknown[0]!r}; known: {', '.join(LIFECYCLE_STATES)}")
+        seen = {}
+        for state, names in statuses.items():
+            for name in names:
+                if name.casefold() in seen and seen[name.casefold()] != state:
+                    raise ValueError(f"status {name!r} is mapped to both {seen[name.casefold()]} and {state}")
+                seen[name.casefold()] = state
+        return statuses
+
+    @model_validator(mode="after")
+    def _references(self):
+        names = set()
+        for i, rule in enumerate(self.rules):
+            if rule.name in names:
+                raise _Located(("rules", i, "name"), f"rule name {rule.name!r} is used twice")
+            names.add(rule.name)
+            if rule.when.state not in self.statuses:
+                raise _Located(("rules", i, "when"), f"state {rule.when.state!r} is not defined under 'statuses'")
+            if rule.after is not None and rule.when.kind != "entered":
+                raise _Located(("rules", i, "after"), "'after' needs a rule 'when: {entered: ...}'")
+        return self
+
+    def state_of(self, status_name: str | None) -> str | None:
+        """The lifecycle state a JIRA status name maps to (case-insensitive), or None."""
+        if not status_name:
+            return None
+        return self._status_index.get(status_name.casefold())
+
+    @property
+    def _status_index(self) -> dict[str, str]:
+        index = self.__dict__.get("_index_cache")
+        if index is None:
+            index = {n.casefold(): s for s, names in self.statuses.items() for n in names}
+            object.__setattr__(self, "_index_cache", index)  # frozen model: cache by hand
+        return index
+
+    def rule(self, name: str) -> Rule | None:
+        return next((r for r in self.rules if r.name == name), None)
+
+
+class _Located(ValueError):
+    """A cross-field problem that knows which part of the file it is about."""
+
+    def __init__(self, path, message):
+        super().__init__(message)
+        self.path = path
+
+
+def _compose_with_lines(text: str):
+    """YAML text -> (data, {path tuple: 1-based line}). Duplicate keys are errors."""
+    loader = yaml.SafeLoader(text)
+    lines: dict[tuple, int] = {}
+    problems: list[str] = []
+
+    def walk(node, path):
+        lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out = {}
+            for key_node, value_node in node.value:
+                key = loader.construct_object(key_node, deep=True)
+                if key in out:
+                    problems.append(f"{key_node.start_mark.line + 1}: {_where(path + (key,))}: duplicate key")
+                lines[path + (key,)] = key_node.start_mark.line + 1
+                out[key] = walk(value_node, path + (key,))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [walk(v, path + (i,)) for i, v in enumerate(node.value)]
+        return loader.construct_object(node, deep=True)
+
+    try:
+        node = loader.get_single_node()
+        data = walk(node, ()) if node is not None else None
+    finally:
+        loader.dispose()
+    return data, lines, problems
+
+
+def _where(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "file"
+
+
+def _line_of(path, lines) -> int:
+    path = tuple(path)
+    while path and path not in lines:
+        path = path[:-1]
+    return lines.get(path, 1)
+
+
+def parse_rules(text: str, source: str = "rules.yaml", templates_dir: Path | None = None) -> RuleSet:
+    """Validate rules text; raise RulesError listing every problem with its line."""
+    try:
+        data, lines, problems = _compose_with_lines(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else 1
+        raise RulesError(source, [f"{line}: invalid YAML: {e.problem or e.context}"]) from None
+    if problems:
+        raise RulesError(source, problems)
+    if not isinstance(data, dict):
+        raise RulesError(source, ["1: file: the rules file must be a mapping with 'statuses' and 'rules'"])
+    try:
+        ruleset = RuleSet.model_validate(data)
+    except ValidationError as e:
+        out = []
+        for err in e.errors():
+            loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "json-or")))]
+            ctx_err = (err.get("ctx") or {}).get("error")
+            if isinstance(ctx_err, _Located):
+                loc = list(ctx_err.path)
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown key {loc[-1]!r}"
+            out.append(f"{_line_of(loc, lines)}: {_where(loc)}: {msg}")
+        raise RulesError(source, out) from None
+    if templates_dir is not None:
+        missing = []
+        for i, rule in enumerate(ruleset.rules):
+            for j, action in enumerate(rule.do):
+                if action.email and not (Path(templates_dir) / "emails" / ruleset.locale / f"{action.email.template}.html").is_file():
+                    loc = ("rules", i, "do", j, "email", "template")
+                    missing.append(f"{_line_of(loc, lines)}: {_where(loc)}: no template "
+                                   f"{action.email.template!r} for locale {ruleset.locale!r} in {templates_dir}")
+        if missing:
+            raise RulesError(source, missing)
+    return ruleset
+
+
+def load_rules(path, templates_dir: Path | None = None) -> RuleSet:
+    """Read and validate the rules file at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise RulesError(path, [f"1: file: cannot read: {e.strerror}"]) from None
+    return parse_rules(text, str(path), templates_dir)

@@ -1,0 +1,93 @@
+"""Configuration, read from the environment in one place (12-factor)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from . import defaults
+from .exceptions import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _float(env, name, default):
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the web and worker processes read from their environment.
+
+    Each embedded default (private Redis, outbox, JIRA dry run) is replaced by
+    setting the matching variable.
+    """
+
+    redis_url: str | None = None
+    jira_base_url: str | None = None
+    jira_user_email: str | None = None
+    jira_api_token: str | None = None
+    jira_pat: str | None = None
+    jira_webhook_secret: str | None = None
+    sendgrid_api_key: str | None = None
+    sendgrid_api_host: str = "https://api.sendgrid.com"
+    mail_from: str = "relance <relance@localhost>"
+    mail_reply_to: str | None = None
+    rules_file: Path = PROJECT_ROOT / defaults.RULES_FILE
+    templates_dir: Path = PROJECT_ROOT / "templates"
+    outbox_dir: Path = PROJECT_ROOT / defaults.OUTBOX_DIR
+    queue_name: str = defaults.QUEUE_NAME
+    job_timeout: float = defaults.JOB_TIMEOUT_SECONDS
+    maintenance_interval: float = defaults.MAINTENANCE_INTERVAL_SECONDS
+    timer_poll: float = defaults.TIMER_POLL_SECONDS
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def jira_configured(self) -> bool:
+        return bool(self.jira_base_url)
+
+    @property
+    def sendgrid_configured(self) -> bool:
+        return bool(self.sendgrid_api_key)
+
+    @classmethod
+    def from_env(cls, env=None) -> "Settings":
+        env = os.environ if env is None else env
+        get = lambda name: env.get(name) or None  # noqa: E731 - empty means unset
+        base = get("JIRA_BASE_URL")
+        if base and not base.startswith(("http://", "https://")):
+            raise ConfigError(f"JIRA_BASE_URL must start with http:// or https://, got {base!r}")
+        if base and not (get("JIRA_PAT") or (get("JIRA_USER_EMAIL") and get("JIRA_API_TOKEN"))):
+            raise ConfigError(
+                "JIRA_BASE_URL is set but no credentials: set JIRA_USER_EMAIL and JIRA_API_TOKEN "
+                "(JIRA Cloud) or JIRA_PAT (Data Center)"
+            )
+        rules = get("RULES_FILE")
+        return cls(
+            redis_url=get("REDIS_URL"),
+            jira_base_url=base.rstrip("/") if base else None,
+            jira_user_email=get("JIRA_USER_EMAIL"),
+            jira_api_token=get("JIRA_API_TOKEN"),
+            jira_pat=get("JIRA_PAT"),
+            jira_webhook_secret=get("JIRA_WEBHOOK_SECRET"),
+            sendgrid_api_key=get("SENDGRID_API_KEY"),
+            sendgrid_api_host=(get("SENDGRID_API_HOST") or cls.sendgrid_api_host).rstrip("/"),
+            mail_from=get("MAIL_FROM") or cls.mail_from,
+            mail_reply_to=get("MAIL_REPLY_TO"),
+            rules_file=Path(rules) if rules else cls.rules_file,
+            outbox_dir=Path(get("OUTBOX_DIR")) if get("OUTBOX_DIR") else cls.outbox_dir,
+            queue_name=get("RELANCE_QUEUE") or cls.queue_name,
+            job_timeout=_float(env, "RELANCE_JOB_TIMEOUT", cls.job_timeout),
+            maintenance_interval=_float(env, "RELANCE_MAINTENANCE_INTERVAL", cls.maintenance_interval),
+            timer_poll=_float(env, "RELANCE_TIMER_POLL", cls.timer_poll),
+        )
+
+    def replace(self, **changes) -> "Settings":
+        return replace(self, **changes)

@@ -1,0 +1,43 @@
+"""What the service remembers of each ticket, and the per-ticket lock.
+
+Events of one ticket are processed one at a time (the lock), so reading the
+memory, deciding and writing the memory back cannot interleave.
+"""
+
+from __future__ import annotations
+
+import json
+
+from redis import Redis
+
+from . import defaults
+from .connection import text
+from .lifecycle import TicketMemory
+
+
+class TicketStore:
+    def __init__(self, redis: Redis):
+        self.redis = redis
+
+    @staticmethod
+    def key(ticket: str) -> str:
+        return f"relance:ticket:{ticket}"
+
+    def lock(self, ticket: str):
+        """A Redis lock held while one event of the ticket is processed; expires if its holder dies."""
+        return self.redis.lock(f"relance:lock:{ticket}", timeout=defaults.TICKET_LOCK_SECONDS,
+                               blocking_timeout=defaults.TICKET_LOCK_SECONDS)
+
+    def memory(self, ticket: str) -> TicketMemory:
+        raw = self.redis.hmget(self.key(ticket), "status", "state", "ts_ms")
+        return TicketMemory.from_dict(dict(zip(("status", "state", "ts_ms"), map(text, raw))))
+
+    def snapshot(self, ticket: str) -> dict | None:
+        raw = self.redis.hget(self.key(ticket), "snapshot")
+        return json.loads(raw) if raw else None
+
+    def save(self, ticket: str, memory: TicketMemory, snapshot: dict | None, pipe=None) -> None:
+        mapping = memory.to_dict()
+        if snapshot is not None:
+            mapping["snapshot"] = json.dumps(snapshot, ensure_ascii=False)
+        (pipe or self.redis).hset(self.key(ticket), mapping=mapping)

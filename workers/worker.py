@@ -1,0 +1,49 @@
+"""The worker process: an RQ worker on the relance queue that also pumps due timers."""
+
+from __future__ import annotations
+
+import logging
+
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+
+from . import defaults
+from .context import Context
+from .timers import TimerPump
+
+log = logging.getLogger("relance.worker")
+
+
+class RelanceWorker(SimpleWorker):
+    """Runs jobs in-process (no fork per job: jobs are short and I/O-bound).
+
+    A started job's registry entry lives job timeout + HEARTBEAT_GRACE seconds,
+    not RQ's job timeout + 60, so the job of a SIGKILLed worker is retried by
+    the next maintenance pass of any live worker within seconds of its timeout.
+    """
+
+    def get_heartbeat_ttl(self, job, working_time: float = 0.0) -> int:
+        timeout = job.timeout if job.timeout and job.timeout > 0 else defaults.JOB_TIMEOUT_SECONDS
+        return int(timeout) + defaults.HEARTBEAT_GRACE_SECONDS
+
+    @property
+    def dequeue_timeout(self) -> int:
+        # Wake at least once per maintenance interval, so an idle worker recovers abandoned jobs.
+        return max(1, min(self.worker_ttl - 15, int(self.maintenance_interval)))
+
+
+def run_worker(ctx: Context, burst: bool = False) -> bool:
+    """Work the queue (and run due timers) until stopped; with ``burst``, until the queue is empty."""
+    worker = RelanceWorker(
+        [ctx.queue], connection=ctx.redis, serializer=JSONSerializer,
+        maintenance_interval=int(ctx.settings.maintenance_interval),
+        worker_ttl=defaults.WORKER_TTL_SECONDS,
+        job_monitoring_interval=5,
+    )
+    pump = TimerPump(ctx.timers, ctx.queue, ctx.settings.timer_poll, ctx.settings.job_timeout)
+    if not burst:
+        pump.start()
+    try:
+        return worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
+    finally:
+        pump.stop()
