@@ -66,8 +66,10 @@ def cmd_up(args) -> int:
           + "; mail " + ("SendGrid" if settings.sendgrid_configured else f"to the outbox {settings.outbox_dir}"))
     procfile = parse_procfile((PROJECT_ROOT / "Procfile").read_text())
     manager = Manager()
-    for name, process in procfile.processes.items():
-        manager.add_process(name, process["cmd"], env=env, cwd=str(PROJECT_ROOT))
+    # The Procfile's `python` and `gunicorn` are this interpreter's (the project's venv).
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    for name, cmd in procfile.processes.items():
+        manager.add_process(name, cmd, env=env, cwd=str(PROJECT_ROOT))
     try:
         manager.loop()
     finally:

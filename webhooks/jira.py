@@ -23,9 +23,9 @@ bp = Blueprint("jira", __name__)
 log = logging.getLogger("relance.webhooks")
 
 
-def _answer(status: int, **body):
+def _answer(code: int, **body):
     response = jsonify(body)
-    response.status_code = status
+    response.status_code = code
     return response
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 from redis import Redis
@@ -49,7 +48,18 @@ class Context:
                    TicketStore(redis), TimerStore(redis), audit, effects)
 
 
-@functools.cache
+_context: Context | None = None
+
+
 def current() -> Context:
-    """The process's context, from the environment (jobs take ids and re-read state through it)."""
-    return Context.build(Settings.from_env())
+    """The process's context, built from the environment on first use (jobs take ids and re-read state)."""
+    global _context
+    if _context is None:
+        _context = Context.build(Settings.from_env())
+    return _context
+
+
+def use(context: Context | None) -> None:
+    """Make ``context`` the process's context (a worker embedding relance, or a test)."""
+    global _context
+    _context = context

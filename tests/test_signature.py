@@ -1,0 +1,26 @@
+from webhooks.signature import sign, verify
+
+BODY = b'{"webhookEvent":"jira:issue_updated"}'
+
+
+def test_a_jira_cloud_signature_verifies():
+    assert verify("s3cret", BODY, sign("s3cret", BODY)) is None
+
+
+def test_uppercase_hex_and_method_are_accepted():
+    header = sign("s3cret", BODY)
+    assert verify("s3cret", BODY, "SHA256=" + header.split("=", 1)[1].upper()) is None
+
+
+def test_a_changed_body_fails():
+    assert verify("s3cret", BODY + b" ", sign("s3cret", BODY)) == "signature does not match the body"
+
+
+def test_a_wrong_secret_fails():
+    assert verify("other", BODY, sign("s3cret", BODY)) == "signature does not match the body"
+
+
+def test_missing_or_malformed_headers_say_why():
+    assert verify("s3cret", BODY, None) == "missing X-Hub-Signature header"
+    assert "sha256=" in verify("s3cret", BODY, "sha1=abcdef")
+    assert "sha256=" in verify("s3cret", BODY, "deadbeef")
