@@ -1,0 +1,132 @@
+"""POST /webhooks/jira against a real Redis: what JIRA sees, and what gets queued."""
+
+import json
+
+import pytest
+
+from tests.conftest import PAYLOADS, payload
+from webhooks import create_app
+from webhooks.signature import sign
+from workers.deliveries import DeliveryStore
+from workers.queue import make_queue
+from workers.settings import Settings
+
+URL = "/webhooks/jira"
+
+
+@pytest.fixture
+def client(settings):
+    return create_app(settings).test_client()
+
+
+def post(client, body, delivery="d-1", **headers):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    if delivery:
+        headers["X-Atlassian-Webhook-Identifier"] = delivery
+    return client.post(URL, data=raw, headers=headers, content_type="application/json")
+
+
+def queued(redis):
+    return make_queue(redis).job_ids
+
+
+def test_a_delivery_is_queued_with_202(client, redis):
+    response = post(client, payload("02"))
+    assert response.status_code == 202
+    assert response.json == {"status": "queued", "delivery": "d-1"}
+    assert queued(redis) == ["delivery-d-1"]
+    assert json.loads(DeliveryStore(redis).body("d-1")) == payload("02")
+
+
+def test_a_redelivery_is_accepted_but_queued_once(client, redis):
+    assert post(client, payload("02")).status_code == 202
+    second = post(client, payload("02"))
+    assert second.status_code == 200 and second.json["status"] == "duplicate"
+    assert queued(redis) == ["delivery-d-1"]
+
+
+def test_a_redelivery_after_processing_is_not_queued_again(client, redis):
+    post(client, payload("02"))
+    make_queue(redis).empty()
+    DeliveryStore(redis).mark_done("d-1", "done")
+    assert post(client, payload("02")).json["status"] == "duplicate"
+    assert queued(redis) == []
+
+
+def test_without_identifier_the_body_hash_dedupes(client, redis):
+    assert post(client, payload("02"), delivery=None).status_code == 202
+    assert post(client, payload("02"), delivery=None).status_code == 200
+    assert post(client, payload("01"), delivery=None).status_code == 202
+    assert len(queued(redis)) == 2
+
+
+def test_identifiers_unfit_for_job_ids_are_hashed(client, redis):
+    assert post(client, payload("02"), delivery="a b/c:d").status_code == 202
+    assert queued(redis)[0].startswith("delivery-h-")
+
+
+@pytest.mark.parametrize("raw,reason", [(b"{not json", "malformed JSON"), (b"[1, 2]", "unexpected body"),
+                                        (b'{"hello": 1}', "not a JIRA webhook"),
+                                        (b'{"webhookEvent": 7}', "unexpected body")])
+def test_malformed_bodies_get_400_and_queue_nothing(client, redis, raw, reason):
+    response = post(client, raw)
+    assert response.status_code == 400
+    assert response.json["error"] == reason and response.json["reason"]
+    assert queued(redis) == []
+
+
+def test_events_no_rule_reads_are_acknowledged_not_queued(client, redis):
+    response = post(client, {"webhookEvent": "jira:version_released", "version": {}})
+    assert response.status_code == 200 and response.json["status"] == "ignored"
+    assert queued(redis) == []
+
+
+def test_bodies_over_one_mebibyte_get_413(client, redis):
+    big = json.dumps({"webhookEvent": "jira:issue_updated", "pad": "x" * (1024 * 1024)}).encode()
+    response = post(client, big)
+    assert response.status_code == 413
+    assert queued(redis) == []
+
+
+@pytest.fixture
+def signed_client(settings):
+    return create_app(settings.replace(jira_webhook_secret="s3cret")).test_client()
+
+
+def test_with_a_secret_signed_deliveries_pass(signed_client, redis):
+    raw = json.dumps(payload("02")).encode()
+    response = post(signed_client, raw, **{"X-Hub-Signature": sign("s3cret", raw)})
+    assert response.status_code == 202
+
+
+@pytest.mark.parametrize("header", [None, "sha256=00", "sha1=abc"])
+def test_with_a_secret_unsigned_or_badly_signed_deliveries_get_401(signed_client, redis, header):
+    headers = {"X-Hub-Signature": header} if header else {}
+    response = post(signed_client, json.dumps(payload("02")).encode(), **headers)
+    assert response.status_code == 401 and response.json["reason"]
+    assert queued(redis) == []
+
+
+def test_redis_down_answers_503_with_retry_after(tmp_path, rules_file):
+    from relance.embedded import free_port
+    app = create_app(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", rules_file=rules_file))
+    response = post(app.test_client(), payload("02"))
+    assert response.status_code == 503
+    assert int(response.headers["Retry-After"]) > 0
+
+
+@pytest.mark.parametrize("path", sorted(p.name for p in PAYLOADS.glob("*.json")))
+def test_every_real_payload_is_accepted_or_cleanly_ignored(client, redis, path):
+    response = post(client, (PAYLOADS / path).read_bytes(), delivery=path[:2])
+    assert response.status_code in (200, 202), response.json
+
+
+def test_healthz(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok", "redis": True, "jira": "dry run", "mail": "outbox"}
+
+
+def test_create_app_reads_the_environment(redis_server, rules_file):
+    app = create_app({"REDIS_URL": redis_server.url, "JIRA_WEBHOOK_SECRET": "x", "RULES_FILE": str(rules_file)})
+    assert post(app.test_client(), payload("02")).status_code == 401
