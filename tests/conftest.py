@@ -43,4 +43,5 @@ def rules_file(tmp_path):
 
 @pytest.fixture
 def settings(redis, redis_server, tmp_path, rules_file):
-    return Settings(redis_url=redis_server.url, rules_file=rules_file, outbox_dir=tmp_path / "outbox")
+    return Settings(redis_url=redis_server.url, rules_file=rules_file, outbox_dir=tmp_path / "outbox",
+                    mail_from="Acme Support <support@acme.example>")

@@ -146,13 +146,17 @@ def fire_timer(member: str, generation: str) -> str:
         ticket = Ticket.from_snapshot({**snapshot, "status": memory.status}, since_ms=memory.ts_ms)
         if not ctx.effects.jira.dry_run:
             ticket = ticket.refreshed(ctx.effects.jira.issue(key))
+        prefix = f"timer-{generation}"
+        # A retry of a firing that already acted (say, closed the ticket, then the mail failed)
+        # resumes it: the ticket has left the state because of this very timer.
+        resuming = ctx.effects.ledger.get(f"{prefix}:{rule_name}:0") != {}
         state = ctx.rules.state_of(ticket.status)
-        if state != rule.when.entered:
+        if state != rule.when.entered and not resuming:
             ctx.timers.release(member, generation)
             ctx.audit.record(key, "timer skipped", rule=rule_name, why=f"ticket is now {ticket.status} ({state})")
             return f"skipped: ticket is now {ticket.status}"
-        ctx.audit.record(key, "timer fired", rule=rule_name, generation=generation)
+        ctx.audit.record(key, "timer resumed" if resuming else "timer fired", rule=rule_name, generation=generation)
         steps = [(e.index, e.action) for e in plan_effects(ctx.rules, rule_name)]
-        ctx.effects.perform_rule(rule_name, steps, ticket, f"timer-{generation}")
+        ctx.effects.perform_rule(rule_name, steps, ticket, prefix)
         ctx.timers.release(member, generation)
     return "fired"

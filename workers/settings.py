@@ -69,6 +69,9 @@ class Settings:
                 "JIRA_BASE_URL is set but no credentials: set JIRA_USER_EMAIL and JIRA_API_TOKEN "
                 "(JIRA Cloud) or JIRA_PAT (Data Center)"
             )
+        if get("SENDGRID_API_KEY") and not get("MAIL_FROM"):
+            raise ConfigError("SENDGRID_API_KEY is set but MAIL_FROM is not: set it to a sender SendGrid has "
+                              "verified, e.g. MAIL_FROM='Support <support@example.com>'")
         rules = get("RULES_FILE")
         return cls(
             redis_url=get("REDIS_URL"),

@@ -1,0 +1,265 @@
+"""The worker's jobs against a real Redis and the JIRA and SendGrid stand-ins."""
+
+from __future__ import annotations
+
+import email
+import json
+import time
+
+import pytest
+
+from tests.jira_events import move, webhook_body
+from tests.standins import JiraStandIn, SendGridStandIn
+from workers import context as process_context
+from workers.audit import Audit
+from workers.context import Context
+from workers.deliveries import DeliveryStore
+from workers.jobs import fire_timer, process_delivery
+from workers.exceptions import TransientError
+from workers.timers import member
+from workers.worker import run_worker
+
+KEY = "SUP-1"
+QUESTION = "Which version of the SDK do you use? Please attach the stack trace."
+
+
+@pytest.fixture
+def jira():
+    with JiraStandIn() as server:
+        server.add_user(account_id="acc-jane", email="jane@customer.example", display_name="Jane Customer",
+                        locale="fr_FR")
+        server.add_user(account_id="acc-sam", email="sam@support.example", display_name="Sam Support")
+        server.add_issue(KEY, summary="Login fails <script>alert(1)</script>", status="In Progress",
+                         reporter="acc-jane", priority="Medium")
+        yield server
+
+
+@pytest.fixture
+def sendgrid():
+    with SendGridStandIn() as server:
+        yield server
+
+
+@pytest.fixture
+def service(settings, redis, jira, sendgrid):
+    ctx = Context.build(settings.replace(
+        jira_base_url=jira.url, jira_user_email=jira.email, jira_api_token=jira.api_token,
+        sendgrid_api_key=sendgrid.api_key, sendgrid_api_host=sendgrid.url), redis)
+    process_context.use(ctx)
+    yield ctx
+    process_context.use(None)
+
+
+def deliver(ctx, body, did):
+    """Accept a delivery as the web edge does, then run the queue with a burst worker."""
+    DeliveryStore(ctx.redis).put(did, json.dumps(body).encode(), 0)
+    from workers.queue import enqueue_delivery
+    enqueue_delivery(ctx.queue, did)
+    run_worker(ctx, burst=True)
+
+
+def fire_due(ctx, at: float):
+    """Move timers due at ``at`` onto the queue and run it."""
+    moved = ctx.timers.pump(ctx.queue, at)
+    run_worker(ctx, burst=True)
+    return moved
+
+
+def sam_comment(body=QUESTION):
+    return {"id": "900", "body": body, "author": {"accountId": "acc-sam", "displayName": "Sam Support"},
+            "created": "2026-11-28T10:00:00.000+0000"}
+
+
+def kinds(ctx):
+    return [e["kind"] for e in Audit(ctx.redis).timeline(KEY)]
+
+
+# -- feedback request -------------------------------------------------------
+
+def test_waiting_for_feedback_sends_one_email_with_the_question_in_the_reporters_language(service, jira, sendgrid):
+    deliver(service, move(jira, KEY, "Waiting for feedback", comment=sam_comment(), actor={"accountId": "acc-sam"}),
+            "d1")
+    [mail] = sendgrid.messages
+    assert mail["personalizations"][0]["to"] == [{"email": "jane@customer.example"}]   # looked up: Cloud hides it
+    assert mail["subject"].startswith(f"[{KEY}] Nous avons besoin de votre retour")  # reporter's locale fr_FR
+    text = next(c["value"] for c in mail["content"] if c["type"] == "text/plain")
+    html = next(c["value"] for c in mail["content"] if c["type"] == "text/html")
+    assert QUESTION in text and "Sam Support" in text
+    assert f"{jira.url}/browse/{KEY}" in text and f'href="{jira.url}/browse/{KEY}"' in html
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert mail["custom_args"] == {"relance_effect": f"d1:feedback-request:0", "ticket": KEY}
+    assert mail["categories"] == ["feedback_request"]
+
+
+def test_without_a_comment_in_the_event_the_latest_support_comment_is_the_question(service, jira, sendgrid):
+    jira.add_comment(KEY, "I tried again, same error.")                 # by the reporter
+    jira.add_comment(KEY, "Could you send the logs?", author="acc-sam")
+    jira.add_comment(KEY, "Here is a screenshot.")                      # by the reporter
+    deliver(service, move(jira, KEY, "Waiting for feedback"), "d1")
+    text = next(c["value"] for c in sendgrid.messages[0]["content"] if c["type"] == "text/plain")
+    assert "Could you send the logs?" in text and "screenshot" not in text
+
+
+def test_a_redelivered_or_rerun_delivery_sends_no_second_email(service, jira, sendgrid):
+    body = move(jira, KEY, "Waiting for feedback", comment=sam_comment())
+    deliver(service, body, "d1")
+    deliver(service, body, "d1")
+    assert process_delivery("d1") == "already processed"
+    assert len(sendgrid.messages) == 1
+
+
+def test_a_reporter_whose_email_is_hidden_gets_no_mail_and_the_timeline_says_why(service, jira, sendgrid):
+    jira.add_user(account_id="acc-ghost", email=None, display_name="Ghost")
+    jira.add_issue("SUP-2", status="In Progress", reporter="acc-ghost")
+    deliver(service, move(jira, "SUP-2", "Waiting for feedback"), "d1")
+    assert sendgrid.messages == []
+    [skipped] = [e for e in Audit(service.redis).timeline("SUP-2") if e["kind"] == "effect skipped"]
+    assert "Ghost has no visible email address" in skipped["detail"]
+
+
+# -- auto-close -------------------------------------------------------------
+
+def test_resolved_then_untouched_is_closed_in_jira_and_the_customer_told(service, jira, sendgrid):
+    t0 = int(time.time() * 1000)
+    deliver(service, move(jira, KEY, "Resolved", ts_ms=t0), "d1")
+    timer = service.timers.get("auto-close", KEY)
+    assert timer.due == pytest.approx(t0 / 1000 + 5 * 86400)
+    assert fire_due(service, timer.due - 1) == 0        # not before its time
+    assert fire_due(service, timer.due) == 1
+    assert jira.issue(KEY)["fields"]["status"]["name"] == "Closed"
+    posted = [r for r in jira.requests if r.method == "POST" and r.path.endswith("/transitions")]
+    assert len(posted) == 1
+    [mail] = sendgrid.messages
+    assert mail["categories"] == ["auto_closed"] and "Clos" in mail["subject"]
+    assert service.timers.get("auto-close", KEY) is None
+    assert kinds(service)[-3:] == ["timer fired", "effect done", "effect done"]
+
+
+def test_leaving_resolved_cancels_the_timer_and_a_reopen_escalates(service, jira, sendgrid):
+    deliver(service, move(jira, KEY, "Resolved"), "d1")
+    deliver(service, move(jira, KEY, "Reopened", comment={"id": "5", "body": "Still broken on 2.3",
+                                                            "author": {"accountId": "acc-jane"}}), "d2")
+    assert service.timers.get("auto-close", KEY) is None
+    issue = jira.issue(KEY)["fields"]
+    assert (issue["priority"]["name"], issue["labels"], issue["status"]["name"]) == ("High", ["escalated"], "Reopened")
+    [mail] = sendgrid.messages
+    assert mail["personalizations"][0]["to"] == [{"email": "support-leads@example.com"}]
+    assert "Still broken on 2.3" in mail["content"][0]["value"]
+
+
+def test_a_late_resolved_delivery_after_a_reopen_arms_nothing(service, jira, sendgrid):
+    t0 = int(time.time() * 1000)
+    resolved = move(jira, KEY, "Resolved", ts_ms=t0)
+    deliver(service, move(jira, KEY, "Reopened", ts_ms=t0 + 1000), "d2")   # arrives first
+    deliver(service, resolved, "d1")                                         # JIRA's retry, late
+    assert service.timers.get("auto-close", KEY) is None
+    assert fire_due(service, time.time() + 10 * 86400) == 0
+    assert jira.issue(KEY)["fields"]["status"]["name"] == "Reopened"
+
+
+def test_a_due_timer_rechecks_jira_and_never_closes_a_ticket_that_moved_on(service, jira, sendgrid):
+    deliver(service, move(jira, KEY, "Resolved"), "d1")
+    jira.set_status(KEY, "Reopened")             # the webhook for this never arrives
+    fire_due(service, time.time() + 6 * 86400)
+    assert jira.issue(KEY)["fields"]["status"]["name"] == "Reopened"
+    assert sendgrid.messages == []
+    assert "timer skipped" in kinds(service)
+
+
+def test_re_entering_resolved_re_arms_one_timer(service, jira):
+    t0 = int(time.time() * 1000)
+    deliver(service, move(jira, KEY, "Resolved", ts_ms=t0), "d1")
+    deliver(service, move(jira, KEY, "Reopened", ts_ms=t0 + 1000), "d2")
+    deliver(service, move(jira, KEY, "Resolved", ts_ms=t0 + 2000), "d3")
+    assert [t.ticket for t in service.timers.pending()] == [KEY]
+    assert service.timers.get("auto-close", KEY).due == pytest.approx((t0 + 2000) / 1000 + 5 * 86400)
+
+
+def test_a_stale_timer_generation_does_nothing(service, jira, sendgrid):
+    deliver(service, move(jira, KEY, "Resolved"), "d1")
+    assert fire_timer(member("auto-close", KEY), "not-the-generation") == "superseded"
+    assert jira.issue(KEY)["fields"]["status"]["name"] == "Resolved"
+
+
+# -- failures ---------------------------------------------------------------
+
+def test_jira_429_with_retry_after_is_waited_out(service, jira, sendgrid):
+    deliver(service, move(jira, KEY, "Resolved"), "d1")
+    jira.fail_next(1, status=429, retry_after=1, path_contains="/transitions")
+    fire_due(service, time.time() + 6 * 86400)
+    assert jira.issue(KEY)["fields"]["status"]["name"] == "Closed"
+    assert [r.status for r in jira.requests if r.path.endswith("/transitions")][:2] == [429, 200]
+
+
+def test_a_mail_outage_retries_the_email_without_closing_twice(service, jira, sendgrid):
+    deliver(service, move(jira, KEY, "Resolved"), "d1")
+    timer = service.timers.get("auto-close", KEY)
+    sendgrid.fail_next(1, status=500)
+    with pytest.raises(TransientError):
+        fire_timer(member("auto-close", KEY), timer.generation)      # what RQ sees, and retries
+    assert jira.issue(KEY)["fields"]["status"]["name"] == "Closed"
+    assert fire_timer(member("auto-close", KEY), timer.generation) == "fired"
+    assert len(sendgrid.messages) == 1
+    assert len([r for r in jira.requests if r.method == "POST" and r.path.endswith("/transitions")]) == 1
+
+
+def test_a_transient_failure_is_retried_by_rq(service, jira, sendgrid):
+    sendgrid.fail_next(1, status=503)
+    deliver(service, move(jira, KEY, "Waiting for feedback"), "d1")
+    job = service.queue.fetch_job("delivery-d1")
+    assert job.get_status() == "scheduled"              # RQ's Retry put it back for later
+    from rq.registry import ScheduledJobRegistry
+    ScheduledJobRegistry(queue=service.queue).remove(job)
+    service.queue.enqueue_job(job)
+    run_worker(service, burst=True)
+    assert len(sendgrid.messages) == 1
+
+
+def test_a_refused_mail_is_recorded_not_retried(service, jira, sendgrid):
+    sendgrid.fail_next(1, status=400)
+    deliver(service, move(jira, KEY, "Waiting for feedback"), "d1")
+    assert service.queue.fetch_job("delivery-d1").get_status() == "finished"
+    [failed] = [e for e in Audit(service.redis).timeline(KEY) if e["kind"] == "effect failed"]
+    assert "SendGrid refused the message (400)" in failed["detail"]
+
+
+def test_no_transition_to_closed_fails_the_rule_and_sends_no_email(settings, redis, sendgrid):
+    workflow = {"Resolved": {"Reopen": "Reopened"}, "Reopened": {"Resolve": "Resolved"}, "Open": {"Resolve": "Resolved"}}
+    with JiraStandIn(workflow=workflow) as jira:
+        jira.add_user(account_id="acc-jane", email="jane@customer.example")
+        jira.add_issue(KEY, status="Open", reporter="acc-jane")
+        ctx = Context.build(settings.replace(jira_base_url=jira.url, jira_user_email=jira.email,
+                                             jira_api_token=jira.api_token, sendgrid_api_key=sendgrid.api_key,
+                                             sendgrid_api_host=sendgrid.url), redis)
+        process_context.use(ctx)
+        try:
+            deliver(ctx, move(jira, KEY, "Resolved"), "d1")
+            fire_due(ctx, time.time() + 6 * 86400)
+        finally:
+            process_context.use(None)
+    timeline = Audit(redis).timeline(KEY)
+    [failed] = [e for e in timeline if e["kind"] == "effect failed"]
+    assert "no transition of SUP-1 leads to 'Closed' (available: Reopened)" in failed["detail"]
+    assert [e["detail"] for e in timeline if e["kind"] == "effect skipped"] == ["not done: transition failed"]
+    assert sendgrid.messages == []
+
+
+# -- embedded defaults: outbox and dry run -------------------------------------
+
+def test_without_jira_or_sendgrid_actions_are_dry_run_and_mail_lands_in_the_outbox(settings, redis, jira):
+    ctx = Context.build(settings, redis)
+    process_context.use(ctx)
+    try:
+        deliver(ctx, move(jira, KEY, "Resolved", cloud=False), "d1")   # Server payload: emails included
+        fire_due(ctx, time.time() + 6 * 86400)
+    finally:
+        process_context.use(None)
+    assert jira.issue(KEY)["fields"]["status"]["name"] == "Resolved"      # nothing sent to JIRA
+    assert all(r.method == "GET" for r in jira.requests)
+    details = [e.get("detail") for e in Audit(redis).timeline(KEY) if e["kind"] == "effect done"]
+    assert details[0] == "dry run: would move SUP-1 to Closed"
+    [eml] = list(settings.outbox_dir.glob("*.eml"))
+    message = email.message_from_bytes(eml.read_bytes())
+    assert message["Subject"].startswith(f"[{KEY}] Closed")
+    assert message.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in message.get_payload()] == ["text/plain", "text/html"]
