@@ -45,7 +45,7 @@ class Context:
                           renderer=Renderer(settings.templates_dir, rules.locale), ledger=EffectLedger(redis),
                           audit=audit, jira_base_url=settings.jira_base_url)
         return cls(settings, redis, rules, make_queue(redis, settings.queue_name), DeliveryStore(redis),
-                   TicketStore(redis), TimerStore(redis), audit, effects)
+                   TicketStore(redis, settings.job_timeout), TimerStore(redis), audit, effects)
 
 
 _context: Context | None = None

@@ -28,7 +28,6 @@ TIMER_POLL_SECONDS = 0.2                # bounds how late a due timer is picked 
 TIMER_BATCH = 500                       # timers moved to the queue per poll
 
 # Tickets
-TICKET_LOCK_SECONDS = 30
 AUDIT_MAXLEN = 1000                     # entries kept per ticket timeline
 EFFECT_TTL_SECONDS = 90 * 24 * 3600
 

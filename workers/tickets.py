@@ -16,8 +16,10 @@ from .lifecycle import TicketMemory
 
 
 class TicketStore:
-    def __init__(self, redis: Redis):
+    def __init__(self, redis: Redis, lock_seconds: float = defaults.JOB_TIMEOUT_SECONDS):
         self.redis = redis
+        # A job never outlives its timeout, so neither does a dead job's lock by much.
+        self.lock_seconds = lock_seconds + defaults.HEARTBEAT_GRACE_SECONDS
 
     @staticmethod
     def key(ticket: str) -> str:
@@ -25,8 +27,8 @@ class TicketStore:
 
     def lock(self, ticket: str):
         """A Redis lock held while one event of the ticket is processed; expires if its holder dies."""
-        return self.redis.lock(f"relance:lock:{ticket}", timeout=defaults.TICKET_LOCK_SECONDS,
-                               blocking_timeout=defaults.TICKET_LOCK_SECONDS)
+        return self.redis.lock(f"relance:lock:{ticket}", timeout=self.lock_seconds,
+                               blocking_timeout=self.lock_seconds)
 
     def memory(self, ticket: str) -> TicketMemory:
         raw = self.redis.hmget(self.key(ticket), "status", "state", "ts_ms")

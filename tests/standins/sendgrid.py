@@ -1,0 +1,281 @@
+"""A local HTTP stand-in for SendGrid's v3 Mail Send API (POST /v3/mail/send), for tests.
+
+It checks what the real API checks: the bearer API key, the request body against the
+published schema (tests/contracts/sendgrid-mail-send.schema.json), and the documented
+rules a schema cannot express (at least one personalization and recipient, valid and
+unique addresses, a subject unless a template or every personalization gives one,
+non-empty content unless a template is used, text/plain before text/html, base64
+attachments). It answers as SendGrid does: 202 with an X-Message-Id header and an
+empty body, 200 in sandbox mode (validated, not delivered), 400/401/403 with
+{"errors": [{"message", "field", "help"}]}, and injected 429/5xx with SendGrid's
+X-RateLimit-* headers.
+
+Accepted messages are kept, parsed, in `messages`, which tests can block on with
+`wait_for`. Error wording and help links follow SendGrid's published errors page and
+real responses quoted in its libraries' issue trackers (see tests/contracts/README.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import json
+import re
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from flask import Flask, Response, jsonify, request
+from jsonschema import Draft202012Validator
+
+from ._server import Recorder, RecordedRequest, StandInServer, describe_request, record_exchange
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "contracts" / "sendgrid-mail-send.schema.json"
+MAIL_SEND_SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
+_VALIDATOR = Draft202012Validator(MAIL_SEND_SCHEMA)
+
+HELP = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html"
+_EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+
+FROM_REQUIRED = (
+    "The from object must be provided for every email send. It is an object that requires the email "
+    "parameter, but may also contain a name parameter.  e.g. {\"email\" : \"example@example.com\"}  or "
+    "{\"email\" : \"example@example.com\", \"name\" : \"Example Recipient\"}."
+)
+PERSONALIZATIONS_REQUIRED = "The personalizations field is required and must have at least one personalization."
+TO_REQUIRED = (
+    "The to array is required for all personalization objects, and must have at least one email object "
+    "with a valid email address."
+)
+SUBJECT_REQUIRED = (
+    "The subject is required. You can get around this requirement if you use a template with a subject "
+    "defined or if every personalization has a subject defined."
+)
+CONTENT_REQUIRED = (
+    "Unless a valid template_id is provided, the content parameter is required. There must be at least one "
+    "defined content block. We typically suggest both text/plain and text/html blocks are included, but only "
+    "one block is required."
+)
+CONTENT_VALUE = "The content value must be a string at least one character in length."
+CONTENT_ORDER = (
+    "Following RFC 1341, section 7.2, if either text/html or text/plain are to be sent in your email: "
+    "text/plain needs to be first, followed by text/html, followed by any other content."
+)
+# (field pattern with N for indexes) -> (message, help anchor) for missing/empty fields.
+_KNOWN = {
+    "from": (FROM_REQUIRED, "#message.from"),
+    "from.email": (FROM_REQUIRED, "#message.from"),
+    "personalizations": (PERSONALIZATIONS_REQUIRED, "#-Personalizations-Errors"),
+    "personalizations.N.to": (TO_REQUIRED, "#message.personalizations.to"),
+    "subject": (SUBJECT_REQUIRED, "#message.subject"),
+    "content": (CONTENT_REQUIRED, "#message.content"),
+    "content.N.value": (CONTENT_VALUE, "#message.content.value"),
+}
+
+
+def _error(message: str, field: str | None = None, help_anchor: str | None = None) -> dict[str, Any]:
+    return {"message": message, "field": field, "help": HELP + help_anchor if help_anchor else None}
+
+
+def _errors_response(status: int, errors: list[dict[str, Any]]) -> Response:
+    response = jsonify({"errors": errors})
+    response.status_code = status
+    return response
+
+
+def _json_type(value: Any) -> str:
+    for python_type, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"),
+                              (list, "array"), (dict, "object")):
+        if isinstance(value, python_type):
+            return name
+    return "null"
+
+
+def schema_errors(body: Any) -> list[dict[str, Any]]:
+    """SendGrid-style errors for every violation of the Mail Send request schema."""
+    errors = []
+    for problem in sorted(_VALIDATOR.iter_errors(body), key=lambda e: list(e.path)):
+        field = ".".join(str(part) for part in problem.absolute_path)
+        if problem.validator == "required":
+            missing = next(name for name in problem.validator_value if name not in problem.instance)
+            field = f"{field}.{missing}" if field else missing
+        known = _KNOWN.get(re.sub(r"\.\d+(?=\.|$)", ".N", field))
+        if known and problem.validator in ("required", "minLength", "minItems"):
+            errors.append(_error(known[0], "from.email" if field == "from" else field, known[1]))
+        elif problem.validator == "type":
+            expected = problem.validator_value
+            errors.append(_error(f"Invalid type. Expected: {expected}, given: {_json_type(problem.instance)}.",
+                                 field or None))
+        else:
+            errors.append(_error(problem.message, field or None))
+    return errors
+
+
+def semantic_errors(mail: dict[str, Any]) -> list[dict[str, Any]]:
+    """SendGrid's documented rules that the schema does not express, for a schema-valid body."""
+    errors: list[dict[str, Any]] = []
+    template = mail.get("template_id")
+    personalizations = mail["personalizations"]
+
+    if not _EMAIL.match(mail["from"]["email"]):
+        errors.append(_error("The from email does not contain a valid address.", "from.email", "#message.from"))
+    if "reply_to" in mail and not _EMAIL.match(mail["reply_to"]["email"]):
+        errors.append(_error("The reply_to email does not contain a valid address.", "reply_to.email",
+                             "#message.reply_to"))
+
+    if not personalizations:
+        errors.append(_error(PERSONALIZATIONS_REQUIRED, "personalizations", "#-Personalizations-Errors"))
+    recipients = 0
+    for i, personalization in enumerate(personalizations):
+        if not personalization["to"]:
+            errors.append(_error(TO_REQUIRED, f"personalizations.{i}.to", "#message.personalizations.to"))
+        seen: set[str] = set()
+        for kind in ("to", "cc", "bcc"):
+            for j, address in enumerate(personalization.get(kind, [])):
+                recipients += 1
+                email = address["email"]
+                if not _EMAIL.match(email):
+                    errors.append(_error("Does not contain a valid address.", f"personalizations.{i}.{kind}.{j}.email",
+                                         f"#message.personalizations.{kind}"))
+                elif email.lower() in seen:
+                    errors.append(_error(
+                        "Each email address in the personalization block should be unique between to, cc, and bcc. "
+                        f"We found the first duplicate instance of [{email}] in the personalizations.{i}.{kind} field.",
+                        f"personalizations.{i}", "#message.personalizations"))
+                seen.add(email.lower())
+    if recipients > 1000:
+        errors.append(_error("There is a limit of 1000 total recipients (to + cc + bcc) per request.",
+                             "personalizations", "#-Personalizations-Errors"))
+
+    if not template and not mail.get("subject") and not (
+        personalizations and all(p.get("subject") for p in personalizations)
+    ):
+        errors.append(_error(SUBJECT_REQUIRED, "subject", "#message.subject"))
+
+    content = mail.get("content") or []
+    if not template and not content:
+        errors.append(_error(CONTENT_REQUIRED, "content", "#message.content"))
+    types = [block["type"] for block in content]
+    expected = [t for t in ("text/plain", "text/html") if t in types]
+    if types[: len(expected)] != expected:
+        errors.append(_error(CONTENT_ORDER, "content"))
+
+    for i, attachment in enumerate(mail.get("attachments", [])):
+        try:
+            base64.b64decode(attachment["content"], validate=True)
+        except (binascii.Error, ValueError):
+            errors.append(_error("The attachment content must be base64 encoded.", f"attachments.{i}.content",
+                                 "#message.attachments.content"))
+    return errors
+
+
+class SendGridStandIn(StandInServer):
+    """SendGrid's POST /v3/mail/send on 127.0.0.1 for tests (start() returns its base URL).
+
+    Pass the base URL as `host` to sendgrid.SendGridAPIClient. Requests must carry
+    "Authorization: Bearer <api_key>"; keys listed in `forbidden_keys` authenticate but
+    lack the mail.send scope (403).
+    """
+
+    def __init__(self, api_key: str = "SG.test-key", forbidden_keys: Iterable[str] = ()):
+        self.api_key = api_key
+        self.forbidden_keys = set(forbidden_keys)
+        self._lock = threading.Lock()
+        self._failures: list[list[int]] = []  # [remaining, status, reset_in]
+        self._recorder: Recorder[RecordedRequest] = Recorder("SendGrid requests", describe_request)
+        self._messages: Recorder[dict[str, Any]] = Recorder(
+            "accepted SendGrid messages", lambda m: f"{m.get('subject')!r} to {_recipients(m)}"
+        )
+        super().__init__(self._build_app())
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """Bodies (parsed JSON) of the messages accepted with 202, oldest first."""
+        return self._messages.items
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received (including rejected ones), oldest first."""
+        return self._recorder.items
+
+    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], Any], timeout: float = 10.0) -> Any:
+        """Block until predicate(messages) is truthy and return it; AssertionError on timeout."""
+        return self._messages.wait_for(predicate, timeout)
+
+    def wait_for_request(self, predicate: Callable[[list[RecordedRequest]], Any], timeout: float = 10.0) -> Any:
+        """Block until predicate(requests) is truthy and return it; AssertionError on timeout."""
+        return self._recorder.wait_for(predicate, timeout)
+
+    def fail_next(self, count: int = 1, status: int = 429, reset_in: int = 1) -> None:
+        """Answer the next `count` mail sends with `status` (429, 500, 503...).
+
+        A 429 carries X-RateLimit-Limit, X-RateLimit-Remaining: 0 and X-RateLimit-Reset
+        (unix seconds, now + `reset_in`), with SendGrid's "too many requests" body.
+        """
+        with self._lock:
+            self._failures.append([count, status, reset_in])
+
+    def _take_failure(self) -> tuple[int, int] | None:
+        with self._lock:
+            for failure in self._failures:
+                if failure[0] > 0:
+                    failure[0] -= 1
+                    return failure[1], failure[2]
+        return None
+
+    def _build_app(self) -> Flask:
+        app = Flask("sendgrid_standin")
+        app.json.sort_keys = False  # SendGrid's order: message, field, help
+
+        @app.after_request
+        def _record(response: Response) -> Response:
+            record_exchange(self._recorder, request, response)
+            return response
+
+        app.add_url_rule("/v3/mail/send", "mail_send", self._mail_send, methods=["POST"])
+        return app
+
+    def _mail_send(self) -> Response:
+        failure = self._take_failure()
+        if failure is not None:
+            return _failure_response(*failure)
+
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        if not scheme:
+            return _errors_response(401, [{"field": None, "message": "authorization required"}])
+        if scheme.lower() != "bearer" or key.strip() not in {self.api_key, *self.forbidden_keys}:
+            return _errors_response(401, [_error("The provided authorization grant is invalid, expired, or revoked")])
+        if key.strip() in self.forbidden_keys:
+            return _errors_response(403, [{"field": None, "message": "access forbidden"}])
+
+        try:
+            mail = json.loads(request.get_data(cache=True))
+        except ValueError:
+            return _errors_response(400, [_error("Bad Request")])
+        errors = schema_errors(mail) or semantic_errors(mail)
+        if errors:
+            return _errors_response(400, errors)
+
+        if mail.get("mail_settings", {}).get("sandbox_mode", {}).get("enable"):
+            return Response(status=200)
+        self._messages.add(copy.deepcopy(mail))
+        return Response(status=202, headers={"X-Message-Id": secrets.token_urlsafe(16)[:22]},
+                        mimetype="text/plain")
+
+
+def _recipients(mail: dict[str, Any]) -> list[str]:
+    return [a.get("email") for p in mail.get("personalizations", []) for a in p.get("to", [])]
+
+
+def _failure_response(status: int, reset_in: int) -> Response:
+    messages = {400: "Bad Request", 429: "too many requests", 500: "internal server error",
+                503: "service unavailable"}
+    response = _errors_response(status, [{"field": None, "message": messages.get(status, "request failed")}])
+    if status == 429:
+        response.headers["X-RateLimit-Limit"] = "600"
+        response.headers["X-RateLimit-Remaining"] = "0"
+        response.headers["X-RateLimit-Reset"] = str(int(time.time()) + reset_in)
+    return response
