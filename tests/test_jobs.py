@@ -206,13 +206,17 @@ def test_a_mail_outage_retries_the_email_without_closing_twice(service, jira, se
 def test_a_transient_failure_is_retried_by_rq(service, jira, sendgrid):
     sendgrid.fail_next(1, status=503)
     deliver(service, move(jira, KEY, "Waiting for feedback"), "d1")
-    job = service.queue.fetch_job("delivery-d1")
-    assert job.get_status() == "scheduled"              # RQ's Retry put it back for later
-    from rq.registry import ScheduledJobRegistry
-    ScheduledJobRegistry(queue=service.queue).remove(job)
-    service.queue.enqueue_job(job)
-    run_worker(service, burst=True)
+    assert [r.status for r in sendgrid.requests] == [503, 202]     # RQ's Retry ran it again
+    assert service.queue.fetch_job("delivery-d1").get_status() == "finished"
     assert len(sendgrid.messages) == 1
+
+
+def test_later_retries_back_off_through_the_scheduler(service, jira, sendgrid):
+    sendgrid.fail_next(2, status=503)
+    deliver(service, move(jira, KEY, "Waiting for feedback"), "d1")
+    job = service.queue.fetch_job("delivery-d1")
+    assert job.get_status() == "scheduled" and job.retries_left == 7
+    assert sendgrid.messages == []
 
 
 def test_a_refused_mail_is_recorded_not_retried(service, jira, sendgrid):

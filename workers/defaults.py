@@ -11,8 +11,11 @@ QUEUE_NAME = "relance"
 
 # Jobs
 JOB_TIMEOUT_SECONDS = 60
-JOB_RETRIES = 8                         # after the first try
-JOB_RETRY_INTERVALS_SECONDS = [1, 5, 15, 60, 120, 300, 600, 1800]
+JOB_RETRIES = 9                         # after the first try
+# The first retry is immediate: it is queued directly, without RQ's scheduler, so the
+# job of a SIGKILLed worker runs again at once even if that worker held the scheduler
+# lock (which outlives it by up to 61 s). Later retries back off through the scheduler.
+JOB_RETRY_INTERVALS_SECONDS = [0, 5, 15, 60, 120, 300, 600, 1800, 1800]
 RESULT_TTL_SECONDS = 3600
 FAILURE_TTL_SECONDS = 30 * 24 * 3600
 

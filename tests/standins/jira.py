@@ -218,6 +218,8 @@ class JiraStandIn(StandInServer):
         self._issues: dict[str, dict[str, Any]] = {}
         self._users: dict[str, dict[str, Any]] = {}
         self._failures: list[_Failure] = []
+        self._holds: list[list] = []
+        self.held: Recorder[str] = Recorder("held JIRA requests", str)
         self._ids = itertools.count(10001)
         self._recorder: Recorder[RecordedRequest] = Recorder("JIRA requests", describe_request)
         self._me = self._store_user(
@@ -582,8 +584,23 @@ class JiraStandIn(StandInServer):
             app.add_url_rule(rule, f"{method} {rule}", view, methods=[method])
         return app
 
+    def hold(self, path_contains: str, count: int = 1) -> threading.Event:
+        """Make the next `count` requests whose path contains `path_contains` wait until the
+        returned Event is set (as a slow JIRA would); `held` records each one as it starts waiting."""
+        release = threading.Event()
+        with self._lock:
+            self._holds.append([path_contains, count, release])
+        return release
+
     def _before(self) -> Response | None:
-        """Injected failures, then authentication, then the JSON content-type check."""
+        """Held requests wait, then injected failures, authentication, the JSON content-type check."""
+        with self._lock:
+            hold = next((h for h in self._holds if h[1] > 0 and h[0] in request.path), None)
+            if hold:
+                hold[1] -= 1
+        if hold:
+            self.held.add(request.path)
+            hold[2].wait(timeout=60)
         failure = self._take_failure(request.path)
         if failure is not None:
             return _failure_response(failure)

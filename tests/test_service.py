@@ -1,0 +1,176 @@
+"""The whole path through real processes: gunicorn web, `python -m relance worker`, Redis,
+and the JIRA and SendGrid stand-ins. Signed webhooks in; emails and JIRA actions out."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from redis import Redis
+
+from relance.embedded import free_port
+from tests.jira_events import move
+from tests.standins import JiraStandIn, SendGridStandIn
+from webhooks.signature import sign
+from workers.audit import Audit
+from workers.settings import PROJECT_ROOT
+from workers.timers import TimerStore
+
+SECRET = "webhook-s3cret"
+JOB_TIMEOUT = 3
+
+
+@pytest.fixture
+def jira():
+    with JiraStandIn() as server:
+        server.add_user(account_id="acc-jane", email="jane@customer.example", display_name="Jane Customer")
+        server.add_user(account_id="acc-sam", email="sam@support.example", display_name="Sam Support")
+        for key in ("SUP-1", "SUP-2"):
+            server.add_issue(key, status="In Progress", reporter="acc-jane")
+        yield server
+
+
+@pytest.fixture
+def sendgrid():
+    with SendGridStandIn() as server:
+        yield server
+
+
+class Service:
+    """The Procfile's processes, started as a platform would (each in its own process group)."""
+
+    def __init__(self, env):
+        self.env, self.port, self.workers, self.web = env, int(env["PORT"]), [], None
+
+    def _spawn(self, *args):
+        return subprocess.Popen([sys.executable, *args], cwd=PROJECT_ROOT, env=self.env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def start_web(self):
+        self.web = self._spawn("-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", "2",
+                               "webhooks:create_app()")
+        deadline = time.monotonic() + 30
+        while True:     # a child's port has no event to await: poll it
+            try:
+                if requests.get(f"{self.url}/healthz", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            assert self.web.poll() is None, "web process exited"
+            assert time.monotonic() < deadline, "web did not start"
+            time.sleep(0.1)
+
+    def start_worker(self):
+        self.workers.append(self._spawn("-m", "relance", "worker"))
+        return self.workers[-1]
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def post(self, body, delivery, signed=True):
+        raw = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "X-Atlassian-Webhook-Identifier": delivery}
+        if signed:
+            headers["X-Hub-Signature"] = sign(SECRET, raw)
+        return requests.post(f"{self.url}/webhooks/jira", data=raw, headers=headers, timeout=5)
+
+    def kill(self, process):
+        """SIGKILL the process and its children (RQ's scheduler), as a platform's hard stop does."""
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def stop(self):
+        for process in [self.web, *self.workers]:
+            if process and process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in [self.web, *self.workers]:
+            if process:
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def service(redis, redis_server, jira, sendgrid, tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text((PROJECT_ROOT / "rules.yaml").read_text().replace("after: 5d", "after: 2s"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JIRA_", "SENDGRID_", "MAIL_", "RELANCE_"))}
+    env.update(PORT=str(free_port()), REDIS_URL=redis_server.url, RULES_FILE=str(rules),
+               JIRA_BASE_URL=jira.url, JIRA_USER_EMAIL=jira.email, JIRA_API_TOKEN=jira.api_token,
+               JIRA_WEBHOOK_SECRET=SECRET, SENDGRID_API_KEY=sendgrid.api_key, SENDGRID_API_HOST=sendgrid.url,
+               MAIL_FROM="Acme Support <support@acme.example>", RELANCE_JOB_TIMEOUT=str(JOB_TIMEOUT),
+               RELANCE_MAINTENANCE_INTERVAL="1")
+    svc = Service(env)
+    svc.start_web()
+    yield svc
+    svc.stop()
+
+
+def transitions_posted(jira, key):
+    return [r for r in jira.requests if r.method == "POST" and r.path == f"/rest/api/2/issue/{key}/transitions"]
+
+
+def test_feedback_request_auto_close_and_a_reopened_ticket_never_closed(service, jira, sendgrid, redis):
+    service.start_worker()
+    service.start_worker()
+    question = {"id": "7", "body": "Which SDK version do you use?", "author": {"accountId": "acc-sam"}}
+
+    assert service.post(move(jira, "SUP-1", "Waiting for feedback", comment=question), "w1").status_code == 202
+    assert service.post(move(jira, "SUP-1", "Waiting for feedback"), "w1").status_code == 200   # JIRA's retry
+    assert service.post(move(jira, "SUP-1", "Open"), "forged", signed=False).status_code == 401
+    [mail] = sendgrid.wait_for(lambda m: m if m else None)
+    assert mail["categories"] == ["feedback_request"]
+    assert mail["personalizations"][0]["to"] == [{"email": "jane@customer.example"}]
+    assert "Which SDK version do you use?" in mail["content"][0]["value"]
+
+    # Both tickets resolved; SUP-2 is reopened before its 2 s timer is due.
+    assert service.post(move(jira, "SUP-1", "Resolved"), "r1").status_code == 202
+    assert service.post(move(jira, "SUP-2", "Resolved"), "r2").status_code == 202
+    assert service.post(move(jira, "SUP-2", "Reopened"), "o2").status_code == 202
+
+    jira.wait_for(lambda reqs: transitions_posted(jira, "SUP-1"), timeout=20)
+    closed = sendgrid.wait_for(lambda m: [x for x in m if x["categories"] == ["auto_closed"]])
+    assert jira.issue("SUP-1")["fields"]["status"]["name"] == "Closed"
+    assert closed[0]["personalizations"][0]["to"] == [{"email": "jane@customer.example"}]
+
+    # SUP-1's timer was due at the same time as SUP-2's would have been: SUP-2 is still reopened.
+    assert jira.issue("SUP-2")["fields"]["status"]["name"] == "Reopened"
+    assert transitions_posted(jira, "SUP-2") == []
+    assert TimerStore(redis).pending() == []
+    assert "timer cancelled" in [e["kind"] for e in Audit(redis).timeline("SUP-2")]
+    escalations = sendgrid.wait_for(lambda m: [x for x in m if x["categories"] == ["escalation"]])
+    assert escalations[0]["personalizations"][0]["to"] == [{"email": "support-leads@example.com"}]
+    assert jira.issue("SUP-2")["fields"]["priority"]["name"] == "High"
+    assert len(sendgrid.messages) == 3
+
+
+def test_a_worker_killed_mid_job_is_retried_by_another_and_mails_once(service, jira, sendgrid, redis):
+    first = service.start_worker()
+    release = jira.hold("/rest/api/2/user")      # the reporter's email lookup hangs ...
+    assert service.post(move(jira, "SUP-1", "Waiting for feedback"), "w1").status_code == 202
+    jira.held.wait_for(lambda held: held, timeout=20)
+    killed_at = time.monotonic()
+    service.kill(first)                          # ... and the platform kills the worker mid-job
+    release.set()
+    service.start_worker()
+    [mail] = sendgrid.wait_for(lambda m: m if m else None, timeout=JOB_TIMEOUT + 30)
+    recovered_in = time.monotonic() - killed_at
+    print(f"recovered {recovered_in:.1f} s after SIGKILL")
+    assert recovered_in < JOB_TIMEOUT + 5 + 10, recovered_in   # heartbeat TTL + a few maintenance passes
+    assert mail["categories"] == ["feedback_request"]
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+    job = Job.fetch("delivery-w1", connection=redis, serializer=JSONSerializer)
+    deadline = time.monotonic() + 10
+    while job.get_status() != "finished":        # the job's status has no event to await
+        assert time.monotonic() < deadline, job.get_status()
+        time.sleep(0.05)
+    assert len(sendgrid.messages) == 1
