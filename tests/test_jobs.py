@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from tests.conftest import PAYLOADS
 from tests.jira_events import move, webhook_body
 from tests.standins import JiraStandIn, SendGridStandIn
 from workers import context as process_context
@@ -267,3 +268,34 @@ def test_without_jira_or_sendgrid_actions_are_dry_run_and_mail_lands_in_the_outb
     assert message["Subject"].startswith(f"[{KEY}] Closed")
     assert message.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in message.get_payload()] == ["text/plain", "text/html"]
+
+
+# -- Data Center and real payloads ----------------------------------------------
+
+def test_data_center_with_a_personal_access_token(settings, redis, sendgrid):
+    with JiraStandIn(pat="dc-pat-123") as jira:
+        jira.add_user(name="jdoe", email="jdoe@customer.example", display_name="John Doe", locale="en_GB")
+        jira.add_issue("DC-1", status="Resolved", reporter="jdoe")
+        ctx = Context.build(settings.replace(jira_base_url=jira.url, jira_pat="dc-pat-123",
+                                             sendgrid_api_key=sendgrid.api_key, sendgrid_api_host=sendgrid.url),
+                            redis)
+        process_context.use(ctx)
+        try:
+            deliver(ctx, move(jira, "DC-1", "Reopened", cloud=False), "d1")
+        finally:
+            process_context.use(None)
+        assert {r.headers.get("Authorization") for r in jira.requests} == {"Bearer dc-pat-123"}
+        assert jira.issue("DC-1")["fields"]["labels"] == ["escalated"]
+    assert sendgrid.messages[0]["subject"].startswith("[DC-1] Reopened by the customer")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in PAYLOADS.glob("*.json")))
+def test_every_real_payload_is_processed_or_cleanly_ignored_by_the_worker(settings, redis, name):
+    ctx = Context.build(settings, redis)            # dry run: payloads name JIRA sites we cannot reach
+    process_context.use(ctx)
+    try:
+        deliver(ctx, json.loads((PAYLOADS / name).read_text()), "d1")
+    finally:
+        process_context.use(None)
+    assert ctx.queue.fetch_job("delivery-d1").get_status() == "finished"
+    assert ctx.deliveries.is_done("d1")

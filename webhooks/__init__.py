@@ -14,6 +14,7 @@ from workers import defaults
 from workers.connection import redis_from_url
 from workers.deliveries import DeliveryStore
 from workers.queue import make_queue
+from workers.rules import load_rules
 from workers.settings import Settings
 
 
@@ -36,6 +37,8 @@ def create_app(config: Settings | dict | None = None) -> Flask:
         settings = config
     if not settings.redis_url:
         raise RuntimeError("REDIS_URL is not set (python -m relance up starts a private Redis and sets it)")
+    # A bad rules file stops the web too, so a broken deploy fails at once, not at the first event.
+    load_rules(settings.rules_file, settings.templates_dir)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = defaults.MAX_BODY_BYTES
     redis = redis_from_url(settings.redis_url, socket_timeout=defaults.REDIS_SOCKET_TIMEOUT_SECONDS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from redis.exceptions import RedisError
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
@@ -32,8 +33,21 @@ class RelanceWorker(SimpleWorker):
         return max(1, min(self.worker_ttl - 15, int(self.maintenance_interval)))
 
 
+def check_eviction_policy(redis) -> None:
+    """Warn when Redis may evict keys: timers, dedupe marks and queued jobs must never vanish."""
+    try:
+        policy = redis.config_get("maxmemory-policy").get("maxmemory-policy")
+    except RedisError:      # managed Redis often forbids CONFIG
+        log.info("could not read Redis's maxmemory-policy; make sure it is noeviction")
+        return
+    if policy not in (b"noeviction", "noeviction"):
+        log.warning("Redis maxmemory-policy is %s: set it to noeviction, or timers and queued "
+                    "deliveries may be evicted under memory pressure", policy)
+
+
 def run_worker(ctx: Context, burst: bool = False) -> bool:
     """Work the queue (and run due timers) until stopped; with ``burst``, until the queue is empty."""
+    check_eviction_policy(ctx.redis)
     worker = RelanceWorker(
         [ctx.queue], connection=ctx.redis, serializer=JSONSerializer,
         maintenance_interval=int(ctx.settings.maintenance_interval),
