@@ -107,7 +107,7 @@ def bench_processing(redis_url: str, events: int, outbox: Path) -> float:
         body = json.loads(json.dumps(template))
         body["issue"]["key"] = f"BENCH-{i}"
         body["timestamp"] = int(time.time() * 1000)
-        store.put(f"ev-{i}", json.dumps(body).encode(), 0)
+        store.put(f"ev-{i}", json.dumps(body).encode())
         enqueue_delivery(queue, f"ev-{i}")
     env = {**os.environ, "REDIS_URL": redis_url, "OUTBOX_DIR": str(outbox)}
     started = time.perf_counter()

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.conftest import PAYLOADS
-from tests.jira_events import move, webhook_body
+from tests.jira_events import move
 from tests.standins import JiraStandIn, SendGridStandIn
 from workers import context as process_context
 from workers.audit import Audit
@@ -53,7 +53,7 @@ def service(settings, redis, jira, sendgrid):
 
 def deliver(ctx, body, did):
     """Accept a delivery as the web edge does, then run the queue with a burst worker."""
-    DeliveryStore(ctx.redis).put(did, json.dumps(body).encode(), 0)
+    DeliveryStore(ctx.redis).put(did, json.dumps(body).encode())
     from workers.queue import enqueue_delivery
     enqueue_delivery(ctx.queue, did)
     run_worker(ctx, burst=True)
@@ -88,7 +88,7 @@ def test_waiting_for_feedback_sends_one_email_with_the_question_in_the_reporters
     assert QUESTION in text and "Sam Support" in text
     assert f"{jira.url}/browse/{KEY}" in text and f'href="{jira.url}/browse/{KEY}"' in html
     assert "<script>" not in html and "&lt;script&gt;" in html
-    assert mail["custom_args"] == {"relance_effect": f"d1:feedback-request:0", "ticket": KEY}
+    assert mail["custom_args"] == {"relance_effect": "d1:feedback-request:0", "ticket": KEY}
     assert mail["categories"] == ["feedback_request"]
 
 

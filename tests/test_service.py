@@ -12,7 +12,6 @@ import time
 
 import pytest
 import requests
-from redis import Redis
 
 from relance.embedded import free_port
 from tests.jira_events import move

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 
 from flask import Blueprint, current_app, jsonify, request
 from redis.exceptions import RedisError
@@ -54,7 +53,7 @@ def receive():
 
     did = delivery_id(request.headers.get("X-Atlassian-Webhook-Identifier"), body)
     try:
-        fresh = edge.deliveries.put(did, body, int(time.time() * 1000))
+        fresh = edge.deliveries.put(did, body)
         if not fresh and edge.deliveries.is_done(did):
             return _answer(200, status="duplicate", delivery=did)
         # Queue even a redelivery whose job is missing (Redis failed between the two writes):

@@ -9,7 +9,7 @@ effects are skipped the second time.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from .audit import Audit
@@ -82,7 +82,6 @@ class Effects:
     ledger: EffectLedger
     audit: Audit
     jira_base_url: str | None = None
-    _dry_run_log: list = field(default_factory=list)
 
     def perform_rule(self, rule: str, steps, ticket: Ticket, effect_prefix: str) -> None:
         """Perform ``steps`` ([(index, Action)]) of one rule for ``ticket``, each once."""

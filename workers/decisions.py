@@ -6,7 +6,7 @@ timers to arm, timers to cancel, and for each rule that did not fire, why.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .events import TicketEvent
 from .lifecycle import Reading, TicketMemory, read_event

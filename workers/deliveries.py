@@ -40,7 +40,7 @@ class DeliveryStore:
     def key(did: str) -> str:
         return f"relance:delivery:{did}"
 
-    def put(self, did: str, body: bytes, received_ms: int) -> bool:
+    def put(self, did: str, body: bytes) -> bool:
         """Store the body; False if this delivery id was seen before (a redelivery)."""
         return bool(self.redis.set(self.key(did), body, nx=True, ex=self.ttl))
 

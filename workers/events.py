@@ -9,7 +9,7 @@ Handles Cloud and Server/Data Center shapes: users with only ``accountId``
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from .exceptions import PayloadError

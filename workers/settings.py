@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import defaults
@@ -47,7 +47,6 @@ class Settings:
     job_timeout: float = defaults.JOB_TIMEOUT_SECONDS
     maintenance_interval: float = defaults.MAINTENANCE_INTERVAL_SECONDS
     timer_poll: float = defaults.TIMER_POLL_SECONDS
-    extra: dict = field(default_factory=dict)
 
     @property
     def jira_configured(self) -> bool:
