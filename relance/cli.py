@@ -2,7 +2,8 @@
 
 up      the whole service: private Redis (unless REDIS_URL), web and worker from the Procfile
 worker  one worker process (what the Procfile's ``worker:`` runs)
-check   validate the rules file; exit 1 with line-numbered errors
+check   validate the rules file and render every email template; exit 1 with line-numbered errors
+preview render email templates with sample data to HTML and text files
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -19,16 +21,64 @@ from workers.settings import PROJECT_ROOT, Settings
 
 
 def cmd_check(args) -> int:
+    """Validate the rules file, then render every email template in every locale with sample data."""
     settings = Settings.from_env()
     path = Path(args.rules) if args.rules else settings.rules_file
+    from jinja2 import TemplateError
+
+    from workers.emails import TEMPLATE_NAMES, Renderer, template_location
     from workers.rules import load_rules
+    from workers.samples import render_samples
     try:
         rules = load_rules(path, settings.templates_dir)
     except RulesError as e:
         print(e, file=sys.stderr)
         return 1
+    renderer = Renderer(settings.templates_dir, rules.locale)
+    names = sorted(set(TEMPLATE_NAMES) | {a.email.template for r in rules.rules for a in r.do if a.email})
+    problems = 0
+    for name in names:
+        for locale in renderer.locales():
+            try:
+                list(render_samples(rules, renderer, [name], [locale]))
+            except TemplateError as e:
+                where = template_location(e) or f"emails/{locale}/{name}"
+                print(f"{settings.templates_dir}/{where}: {e.__class__.__name__}: {e}", file=sys.stderr)
+                problems += 1
+    if problems:
+        return 1
     timed = sum(1 for r in rules.rules if r.after)
-    print(f"{path}: OK, {len(rules.rules)} rules ({timed} timed), {len(rules.statuses)} lifecycle states")
+    print(f"{path}: OK, {len(rules.rules)} rules ({timed} timed), {len(rules.statuses)} lifecycle states; "
+          f"{len(names)} email templates render in {', '.join(renderer.locales())}")
+    return 0
+
+
+def cmd_preview(args) -> int:
+    """Render templates with sample data to HTML and text files a browser and an editor open."""
+    settings = Settings.from_env()
+    from workers.emails import TEMPLATE_NAMES, Renderer
+    from workers.rules import load_rules
+    from workers.samples import render_samples
+    try:
+        rules = load_rules(settings.rules_file, settings.templates_dir)
+    except RulesError as e:
+        print(e, file=sys.stderr)
+        return 1
+    renderer = Renderer(settings.templates_dir, rules.locale)
+    names = args.template or list(TEMPLATE_NAMES)
+    locales = args.locale or renderer.locales()
+    unknown = [n for n in names if n not in TEMPLATE_NAMES and not (settings.templates_dir / "emails" /
+                                                                    rules.locale / f"{n}.html").exists()]
+    if unknown:
+        print(f"relance: no template {', '.join(unknown)}; known: {', '.join(TEMPLATE_NAMES)}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    for name, locale, mail in render_samples(rules, renderer, names, locales, settings.jira_base_url):
+        target = out / locale / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.with_suffix(".html").write_text(mail.html, encoding="utf-8")
+        target.with_suffix(".txt").write_text(f"Subject: {mail.subject}\n\n{mail.text}", encoding="utf-8")
+        print(f"{target.with_suffix('.html')}  {mail.subject}")
     return 0
 
 
@@ -62,6 +112,11 @@ def cmd_up(args) -> int:
         env["REDIS_URL"] = embedded.url
         print(f"relance: private Redis on {embedded.url} (data in {defaults.EMBEDDED_REDIS_DIR})")
     print(f"relance: webhooks at http://127.0.0.1:{env['PORT']}/webhooks/jira")
+    if not settings.operator_password:
+        env["OPERATOR_PASSWORD"] = secrets.token_urlsafe(12)
+        print(f"relance: email previews at http://127.0.0.1:{env['PORT']}/operator/emails "
+              f"(user {settings.operator_user}, password {env['OPERATOR_PASSWORD']} for this run; "
+              f"set OPERATOR_PASSWORD to choose one)")
     print("relance: JIRA " + (settings.jira_base_url or "dry run (set JIRA_BASE_URL to act)")
           + "; mail " + ("SendGrid" if settings.sendgrid_configured else f"to the outbox {settings.outbox_dir}"))
     procfile = parse_procfile((PROJECT_ROOT / "Procfile").read_text())
@@ -91,6 +146,11 @@ def main(argv=None) -> int:
     check = sub.add_parser("check", help="validate the rules file")
     check.add_argument("rules", nargs="?", help="path (default: $RULES_FILE or rules.yaml)")
     check.set_defaults(func=cmd_check)
+    preview = sub.add_parser("preview", help="render email templates with sample data to files")
+    preview.add_argument("template", nargs="*", help="template names (default: all)")
+    preview.add_argument("--locale", action="append", help="locale, e.g. fr or fr_FR (repeatable; default: all)")
+    preview.add_argument("--out", default=str(PROJECT_ROOT / ".relance" / "preview"), help="output folder")
+    preview.set_defaults(func=cmd_preview)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -28,13 +28,13 @@ def test_entering_waiting_for_feedback_emails_the_reporter():
     plan = decide(RULES, moved("In Progress", "Waiting for feedback"), TicketMemory(), T0)
     assert plan.reading.transition.describe() == "left open, entered waiting_for_feedback"
     assert [(e.rule, e.action.kind) for e in plan.effects] == [("feedback-request", "email")]
-    assert plan.arm == () and plan.cancel == ()
+    assert [a.rule for a in plan.arm] == ["feedback-reminder"] and plan.cancel == ()
 
 
 def test_entering_resolved_arms_the_auto_close_timer_from_the_event_time():
     plan = decide(RULES, moved("In Progress", "Resolved", ts=T0), TicketMemory(), T0 + 60_000)
     assert [(a.rule, a.due_ms) for a in plan.arm] == [("auto-close", T0 + 5 * 86400 * 1000)]
-    assert plan.effects == ()
+    assert [e.rule for e in plan.effects] == ["resolved-notice"]
 
 
 def test_leaving_resolved_cancels_the_timer():
@@ -84,11 +84,23 @@ def test_nothing_is_inferred_for_a_ticket_never_seen():
     assert decide(RULES, parse_event(body), TicketMemory(), T0).reading.transition is None
 
 
-def test_a_created_ticket_enters_its_first_state():
+def test_a_created_ticket_enters_its_first_state_and_is_acknowledged():
     body = payload("13")
     body["issue"]["fields"]["status"]["name"] = "Open"
     plan = decide(RULES, parse_event(body), TicketMemory(), T0)
     assert plan.reading.transition.describe() == "entered open"
+    assert [e.rule for e in plan.effects] == ["acknowledge"]
+
+
+def test_a_created_ticket_with_an_unmapped_status_is_still_acknowledged():
+    plan = decide(RULES, parse_event(payload("13")), TicketMemory(), T0)     # status "To Do"
+    assert plan.reading.transition is None
+    assert [e.rule for e in plan.effects] == ["acknowledge"]
+
+
+def test_leaving_waiting_for_feedback_cancels_the_reminder():
+    memory = TicketMemory("Waiting for feedback", "waiting_for_feedback", T0 - 1, T0 - 1)
+    assert decide(RULES, moved("Waiting for feedback", "Open"), memory, T0).cancel == ("feedback-reminder",)
 
 
 def test_skipped_rules_say_why():
@@ -99,3 +111,10 @@ def test_skipped_rules_say_why():
 @pytest.mark.parametrize("prefix", ["01", "03", "04", "05", "06", "07", "08", "10", "11", "12", "13"])
 def test_every_real_payload_decides_without_error(prefix):
     decide(RULES, parse_event(payload(prefix)), TicketMemory(), T0)
+
+
+def test_a_missed_event_still_cancels_the_timer_of_the_state_the_ticket_was_in():
+    memory = TicketMemory("Waiting for feedback", "waiting_for_feedback", T0 - 2, T0 - 2)
+    plan = decide(RULES, moved("Open", "Resolved"), memory, T0)     # the move to Open was never delivered
+    assert plan.cancel == ("feedback-reminder",)
+    assert [a.rule for a in plan.arm] == ["auto-close"]

@@ -25,7 +25,9 @@ def problems(text):
 
 def test_the_shipped_rules_file_is_valid_and_has_the_three_rules():
     rules = load_rules(PROJECT_ROOT / "rules.yaml", PROJECT_ROOT / "templates")
-    assert [r.name for r in rules.rules] == ["feedback-request", "auto-close", "escalate-reopened"]
+    assert [r.name for r in rules.rules] == ["acknowledge", "feedback-request", "feedback-reminder",
+                                             "resolved-notice", "auto-close", "escalate-reopened"]
+    assert rules.rule("feedback-reminder").after == 3 * 86400
     assert rules.rule("auto-close").after == 5 * 86400
     assert rules.state_of("En attente de feedback") == "waiting_for_feedback"
     assert rules.state_of("résolu") == "resolved"     # case-insensitive
@@ -93,3 +95,23 @@ def test_a_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(RulesError) as e:
         load_rules(tmp_path / "absent.yaml")
     assert "cannot read" in str(e.value)
+
+
+def test_created_is_a_trigger_of_its_own():
+    rules = parse_rules(GOOD + "  - name: ack\n    when: {created: true}\n    do: [{comment: thanks}]\n")
+    assert rules.rule("ack").when.kind == "created"
+    assert problems(GOOD + "  - name: ack\n    when: {created: false}\n    do: [{comment: x}]\n")[0].startswith(
+        "11: rules[1].when.created: ")
+
+
+def test_unknown_locales_and_time_zones_are_refused():
+    assert problems(GOOD + "locale: klingon\n") == [
+        "10: locale: unknown locale 'klingon' (use en, fr, fr_FR, ...)"]
+    assert problems(GOOD + "projects:\n  SUP: {time_zone: Mars/Olympus}\n") == [
+        "11: projects.SUP.time_zone: unknown time zone 'Mars/Olympus' (use an IANA name like Europe/Paris)"]
+
+
+def test_closes_after_is_the_delay_of_the_rule_that_moves_a_ticket_on():
+    rules = load_rules(PROJECT_ROOT / "rules.yaml")
+    assert rules.closes_after("resolved") == 5 * 86400
+    assert rules.closes_after("waiting_for_feedback") is None

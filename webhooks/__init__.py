@@ -39,14 +39,15 @@ def create_app(config: Settings | dict | None = None) -> Flask:
         raise RuntimeError("REDIS_URL is not set (python -m relance up starts a private Redis and sets it)")
     # A bad rules file stops the web too, so a broken deploy fails at once, not at the first event.
     load_rules(settings.rules_file, settings.templates_dir)
-    app = Flask(__name__)
+    app = Flask(__name__, template_folder=str(settings.templates_dir))
     app.config["MAX_CONTENT_LENGTH"] = defaults.MAX_BODY_BYTES
     redis = redis_from_url(settings.redis_url, socket_timeout=defaults.REDIS_SOCKET_TIMEOUT_SECONDS)
     app.extensions["relance"] = Edge(settings, redis, make_queue(redis, settings.queue_name), DeliveryStore(redis))
 
-    from . import health, jira
+    from . import health, jira, operator
     app.register_blueprint(jira.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(operator.bp)
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):

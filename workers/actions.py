@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from .audit import Audit
 from .emails import Renderer
@@ -36,15 +36,17 @@ class Ticket:
     assignee: Person | None = None
     comments: tuple[Comment, ...] = ()
     site_url: str | None = None
+    project: str | None = None
     event: TicketEvent | None = None      # what triggered the rule, if an event did
-    since_ms: int | None = None           # when the ticket entered the rule's state
+    since_ms: int | None = None           # when the ticket entered its current state
+    times_reopened: int = 0
 
     @classmethod
     def from_snapshot(cls, snap: dict, **extra) -> "Ticket":
         return cls(key=snap["key"], summary=snap.get("summary") or "", status=snap.get("status"),
                    priority=snap.get("priority"), labels=tuple(snap.get("labels") or ()),
                    reporter=Person.from_dict(snap.get("reporter")), assignee=Person.from_dict(snap.get("assignee")),
-                   site_url=snap.get("site_url"), **extra)
+                   site_url=snap.get("site_url"), project=snap.get("project"), **extra)
 
     def refreshed(self, issue: dict | None) -> "Ticket":
         """This ticket updated with a JIRA issue body (GET /issue/{key})."""
@@ -68,9 +70,8 @@ def _name(p: Person | None) -> str:
     return (p.display_name or p.name or p.email or "") if p else ""
 
 
-def _date(ms: int | None) -> str:
-    moment = datetime.fromtimestamp(ms / 1000, timezone.utc) if ms else datetime.now(timezone.utc)
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
+def _moment(ms: int | None) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc) if ms else datetime.now(timezone.utc)
 
 
 @dataclass
@@ -157,26 +158,34 @@ class Effects:
         return "done", "commented"
 
     def _do_email(self, effect_id, spec, ticket: Ticket):
-        recipients, locale = [], None
+        recipients, reader = [], None
         for who in spec.recipients:
             if who in ("reporter", "assignee"):
-                address, person_locale = self._address_of(getattr(ticket, who), who)
-                recipients.append(address)
-                locale = locale or person_locale
+                person = self._with_contact(getattr(ticket, who), who)
+                recipients.append(person.email)
+                reader = reader or person
             else:
                 recipients.append(who)
-        rendered = self.renderer.render(spec.template, locale or self.rules.locale, self._context(ticket, locale))
-        self.ledger.begin(effect_id, {"email": spec.template, "to": recipients})
+        # The reader's own JIRA language and time zone, else the project's, else the rules file's.
+        locale, time_zone = self.rules.audience(ticket.project)
+        if reader:
+            locale, time_zone = reader.locale or locale, reader.time_zone or time_zone
+        rendered = self.renderer.render(spec.template, locale, self.context(ticket, reader), time_zone)
+        self.ledger.begin(effect_id, {"email": spec.template, "to": recipients, "locale": rendered.locale})
         sent = self.mailer.send(Message(to=tuple(recipients), subject=rendered.subject, text=rendered.text,
                                         html=rendered.html, effect_id=effect_id, ticket=ticket.key,
                                         category=spec.template))
-        return "done", f"{spec.template} to {', '.join(recipients)} ({sent})"
+        return "done", f"{spec.template} ({rendered.locale}) to {', '.join(recipients)} ({sent})"
 
-    def _address_of(self, person: Person | None, role: str) -> tuple[str, str | None]:
+    def _with_contact(self, person: Person | None, role: str) -> Person:
+        """``person`` with an email address, and their locale and time zone when JIRA tells them.
+
+        Raises RecipientUnknown when the address cannot be seen (hidden on JIRA Cloud).
+        """
         if person is None:
             raise RecipientUnknown(f"the ticket has no {role}")
-        if person.email and person.locale:
-            return person.email, person.locale
+        if person.email and person.locale and person.time_zone:
+            return person
         user = None
         if person.account_id or person.name:
             try:
@@ -184,33 +193,48 @@ class Effects:
             except JiraError as e:
                 if not person.email:
                     raise RecipientUnknown(f"{role} {_name(person) or person.ident}: user lookup failed: {e}") from e
-        email = person.email or (user or {}).get("emailAddress")
+        user = user or {}
+        email = person.email or user.get("emailAddress")
         if not email:
             raise RecipientUnknown(
                 f"{role} {_name(person) or person.ident} has no visible email address "
                 "(JIRA Cloud hides it unless the user's profile visibility allows it)")
-        return email, person.locale or (user or {}).get("locale")
+        return replace(person, email=email, locale=person.locale or user.get("locale"),
+                       time_zone=person.time_zone or user.get("timeZone"),
+                       display_name=person.display_name or user.get("displayName"))
 
-    def _context(self, ticket: Ticket, locale: str | None) -> dict:
-        base = self.jira_base_url or ticket.site_url
-        event = ticket.event
-        reporter = ticket.reporter
-        with_change = event.comment if event and event.comment and event.status_change else None
-        question = with_change if with_change and not (reporter and reporter.same_as(with_change.author)) else None
-        if question is None:
-            question = next((c for c in reversed(ticket.comments)
-                             if c.body and not (reporter and reporter.same_as(c.author))), None)
-        customer = next((c for c in reversed(ticket.comments) if reporter and reporter.same_as(c.author)), None)
-        if event and event.comment and reporter and reporter.same_as(event.comment.author):
-            customer = event.comment
-        return {
-            "locale": (locale or self.rules.locale).split("_")[0],
-            "ticket": {"key": ticket.key, "summary": ticket.summary, "status": ticket.status,
-                       "priority": ticket.priority,
-                       "url": f"{base}/browse/{ticket.key}" if base else f"#{ticket.key}"},
-            "reporter_name": _name(reporter),
-            "question": {"author": _name(question.author) or "Support", "body": question.body} if question else None,
-            "customer_words": customer.body if customer else None,
-            "reopened_by": _name(event.actor) if event else "",
-            "resolved_on": _date(ticket.since_ms),
-        }
+    def context(self, ticket: Ticket, reader: Person | None = None) -> dict:
+        return email_context(self.rules, ticket, reader, self.jira_base_url)
+
+
+def email_context(rules: RuleSet, ticket: Ticket, reader: Person | None = None, jira_base_url: str | None = None,
+                  now: datetime | None = None) -> dict:
+    """The variables every email template gets (see templates/emails/README.md)."""
+    base = jira_base_url or ticket.site_url
+    event = ticket.event
+    reporter = ticket.reporter
+    with_change = event.comment if event and event.comment and event.status_change else None
+    question = with_change if with_change and not (reporter and reporter.same_as(with_change.author)) else None
+    if question is None:
+        question = next((c for c in reversed(ticket.comments)
+                         if c.body and not (reporter and reporter.same_as(c.author))), None)
+    customer = next((c for c in reversed(ticket.comments) if reporter and reporter.same_as(c.author)), None)
+    if event and event.comment and reporter and reporter.same_as(event.comment.author):
+        customer = event.comment
+    now = now or datetime.now(timezone.utc)
+    since = _moment(ticket.since_ms) if ticket.since_ms else now
+    closes_after = rules.closes_after(rules.state_of(ticket.status) or "")
+    return {
+        "ticket": {"key": ticket.key, "summary": ticket.summary, "status": ticket.status,
+                   "priority": ticket.priority, "project": ticket.project,
+                   "url": f"{base}/browse/{ticket.key}" if base else f"#{ticket.key}"},
+        "recipient_name": _name(reader),
+        "reporter_name": _name(reporter),
+        "question": {"author": _name(question.author) or "Support", "body": question.body} if question else None,
+        "customer_words": customer.body if customer else None,
+        "reopened_by": _name(event.actor) if event else "",
+        "times_reopened": ticket.times_reopened,
+        "since": since,
+        "waiting_for": max(now - since, timedelta(0)),
+        "closes_on": since + timedelta(seconds=closes_after) if closes_after else None,
+    }

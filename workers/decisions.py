@@ -49,19 +49,25 @@ def decide(rules: RuleSet, event: TicketEvent, memory: TicketMemory, now_ms: int
     """What the rules make of ``event`` for a ticket last known as ``memory``."""
     reading = read_event(rules, event, memory, now_ms)
     t = reading.transition
-    if t is None:
+    if reading.stale or (t is None and not event.is_creation):
         why = reading.note or "no lifecycle transition"
         return Plan(reading, skipped=tuple((r.name, why) for r in rules.rules))
 
     effects, arm, cancel, skipped = [], [], [], []
     ts = event.timestamp_ms or now_ms
+    happened = "ticket created" if t is None else f"ticket {t.describe()}"
     for rule in rules.rules:
         state, kind = rule.when.state, rule.when.kind
-        if rule.after is not None and kind == "entered" and t.left == state and t.entered != state:
+        # A timer is cancelled when the ticket leaves its state, even if we missed the event that said so.
+        if t and rule.after is not None and kind == "entered" and t.entered != state \
+                and state in (t.left, memory.state):
             cancel.append(rule.name)
-        fires = (kind == "entered" and t.entered == state) or (kind == "left" and t.left == state)
+        if kind == "created":
+            fires = event.is_creation
+        else:
+            fires = t is not None and ((kind == "entered" and t.entered == state) or (kind == "left" and t.left == state))
         if not fires:
-            skipped.append((rule.name, f"wants {kind} {state}; ticket {t.describe()}"))
+            skipped.append((rule.name, f"wants {'creation' if kind == 'created' else f'{kind} {state}'}; {happened}"))
         elif not rule.enabled:
             skipped.append((rule.name, "disabled"))
         elif rule.after is not None:

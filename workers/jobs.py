@@ -64,7 +64,9 @@ def process_delivery(delivery_id: str) -> str:
         if stored is None:
             stored = _decide_and_record(ctx, delivery_id, key, event)
         plan = json.loads(stored)
-        ticket = Ticket.from_snapshot({**event.snapshot(), "key": key}, event=event)
+        ticket = Ticket.from_snapshot({**event.snapshot(), "key": key}, event=event,
+                                      since_ms=ctx.tickets.memory(key).since_ms or event.timestamp_ms,
+                                      times_reopened=ctx.tickets.entries(key, "reopened"))
         if plan["effects"] and not ticket.comments:
             # Cloud payloads carry no comments; the question and the customer's words need them.
             ticket = ticket.refreshed(_fresh_issue(ctx, key))
@@ -106,6 +108,8 @@ def _decide_and_record(ctx, delivery_id: str, key: str, event) -> bytes:
                      outcome=summary)
     if not plan.reading.stale:
         ctx.tickets.save(key, plan.memory, {**event.snapshot(), "key": key}, pipe=pipe)
+    if t and t.entered and not plan.reading.stale:
+        ctx.tickets.count_entry(key, t.entered, pipe=pipe)
     if t:
         ctx.audit.record(key, "transition", pipe=pipe, left=t.left, entered=t.entered, from_status=t.from_status,
                          to_status=t.to_status, inferred=t.inferred)
@@ -143,7 +147,8 @@ def fire_timer(member: str, generation: str) -> str:
             return "rule gone"
         memory = ctx.tickets.memory(key)
         snapshot = ctx.tickets.snapshot(key) or {"key": key}
-        ticket = Ticket.from_snapshot({**snapshot, "status": memory.status}, since_ms=memory.ts_ms)
+        ticket = Ticket.from_snapshot({**snapshot, "status": memory.status}, since_ms=memory.since_ms,
+                                      times_reopened=ctx.tickets.entries(key, "reopened"))
         if not ctx.effects.jira.dry_run:
             ticket = ticket.refreshed(ctx.effects.jira.issue(key))
         prefix = f"timer-{generation}"

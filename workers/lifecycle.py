@@ -21,17 +21,19 @@ class TicketMemory:
 
     status: str | None = None
     state: str | None = None
-    ts_ms: int | None = None
+    ts_ms: int | None = None        # JIRA time of the newest event applied
+    since_ms: int | None = None     # JIRA time the ticket entered its current state
+
+    FIELDS = ("status", "state", "ts_ms", "since_ms")
 
     def to_dict(self) -> dict:
-        return {"status": self.status or "", "state": self.state or "", "ts_ms": str(self.ts_ms or "")}
+        return {k: "" if getattr(self, k) is None else str(getattr(self, k)) for k in self.FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "TicketMemory":
         data = data or {}
-        ts = data.get("ts_ms")
-        return cls(status=data.get("status") or None, state=data.get("state") or None,
-                   ts_ms=int(ts) if ts else None)
+        ms = {k: int(data[k]) if data.get(k) else None for k in ("ts_ms", "since_ms")}
+        return cls(status=data.get("status") or None, state=data.get("state") or None, **ms)
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,8 @@ def read_event(rules: RuleSet, event: TicketEvent, memory: TicketMemory, now_ms:
         inferred = True
     to_status = to_status or memory.status
     to_state = rules.state_of(to_status)
-    new_memory = TicketMemory(status=to_status, state=to_state, ts_ms=ts)
+    since = memory.since_ms if (to_state == memory.state and memory.since_ms) else ts
+    new_memory = TicketMemory(status=to_status, state=to_state, ts_ms=ts, since_ms=since)
 
     if to_status is None or from_state == to_state or (inferred and memory.state is None):
         return Reading(None, new_memory)

@@ -20,6 +20,9 @@ from .exceptions import MailError, TransientError
 
 log = logging.getLogger("relance.mail")
 
+INLINE_RETRY_AFTER_SECONDS = 10
+INLINE_RETRIES = 2
+
 
 @dataclass(frozen=True)
 class Message:
@@ -54,24 +57,48 @@ class SendGridMailer:
             mail.reply_to = ReplyTo(raddr, rname or None)
         if msg.category:
             mail.category = Category(msg.category)
-        for k, v in {"relance_effect": msg.effect_id, "ticket": msg.ticket}.items():
+        for k, v in {"issue_key": msg.ticket, "relance_effect": msg.effect_id}.items():
             if v:
                 mail.custom_arg = CustomArg(k, v)
         return mail
 
     def send(self, msg: Message) -> str:
-        try:
-            response = self.client.send(self.build(msg))
-        except HTTPError as e:
-            body = e.body.decode(errors="replace") if isinstance(e.body, bytes) else str(e.body)
-            if e.status_code == 429 or e.status_code >= 500:
-                reset = (e.headers or {}).get("X-RateLimit-Reset")
-                wait = max(0.0, float(reset) - time.time()) if reset and reset.isdigit() else None
+        """Send once; return SendGrid's X-Message-Id. A rate-limit reset up to
+        INLINE_RETRY_AFTER_SECONDS away is waited out here, a later one left to RQ's retry."""
+        mail = self.build(msg)
+        for attempt in range(INLINE_RETRIES + 1):
+            try:
+                response = self.client.send(mail)
+                return response.headers.get("X-Message-Id", "") if response.headers else ""
+            except HTTPError as e:
+                body = e.body.decode(errors="replace") if isinstance(e.body, bytes) else str(e.body)
+                if e.status_code != 429 and e.status_code < 500:
+                    log.error("SendGrid refused %s for %s (%s): %s", msg.category, msg.ticket, e.status_code, body)
+                    raise MailError(f"SendGrid refused the message ({e.status_code}): {body[:300]}",
+                                    e.status_code) from e
+                wait = _reset_in(e.headers)
+                if wait is not None and wait <= INLINE_RETRY_AFTER_SECONDS and attempt < INLINE_RETRIES:
+                    log.warning("SendGrid answered %s; waiting %.1fs for its rate limit to reset", e.status_code, wait)
+                    time.sleep(wait)
+                    continue
                 raise TransientError(f"SendGrid {e.status_code}: {body[:300]}", retry_after=wait) from e
-            raise MailError(f"SendGrid refused the message ({e.status_code}): {body[:300]}", e.status_code) from e
-        except (URLError, OSError) as e:
-            raise TransientError(f"SendGrid unreachable: {e}") from e
-        return response.headers.get("X-Message-Id", "") if response.headers else ""
+            except (URLError, OSError) as e:
+                raise TransientError(f"SendGrid unreachable: {e}") from e
+        raise AssertionError("unreachable")
+
+
+def _reset_in(headers) -> float | None:
+    """Seconds until SendGrid's X-RateLimit-Reset (a Unix time), or a Retry-After in seconds."""
+    headers = headers or {}
+    reset, retry_after = headers.get("X-RateLimit-Reset"), headers.get("Retry-After")
+    try:
+        if reset:
+            return max(0.0, float(reset) - time.time())
+        if retry_after:
+            return float(retry_after)
+    except ValueError:
+        return None
+    return None
 
 
 class OutboxMailer:

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
+
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+from babel import Locale, UnknownLocaleError
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
                       field_validator, model_validator)
 
 from .exceptions import RulesError
@@ -53,23 +56,24 @@ class _Strict(BaseModel):
 
 
 class Trigger(_Strict):
-    """What starts a rule: the ticket entering or leaving a lifecycle state."""
+    """What starts a rule: the ticket entering or leaving a lifecycle state, or being created."""
 
     entered: str | None = None
     left: str | None = None
+    created: Literal[True] | None = None
 
     @model_validator(mode="after")
     def _one(self):
-        if (self.entered is None) == (self.left is None):
-            raise ValueError("give exactly one of 'entered' or 'left'")
+        if sum(x is not None for x in (self.entered, self.left, self.created)) != 1:
+            raise ValueError("give exactly one of 'entered', 'left' or 'created: true'")
         return self
 
     @property
     def kind(self) -> str:
-        return "entered" if self.entered is not None else "left"
+        return "entered" if self.entered is not None else ("left" if self.left is not None else "created")
 
     @property
-    def state(self) -> str:
+    def state(self) -> str | None:
         return self.entered if self.entered is not None else self.left
 
 
@@ -123,12 +127,53 @@ class Rule(_Strict):
     enabled: bool = True
 
 
+def _check_locale(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            Locale.parse(value.replace("-", "_"))
+        except (ValueError, UnknownLocaleError):
+            raise ValueError(f"unknown locale {value!r} (use en, fr, fr_FR, ...)") from None
+    return value
+
+
+def _check_time_zone(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like Europe/Paris)") from None
+    return value
+
+
+Locale_ = Annotated[str, AfterValidator(_check_locale)]
+TimeZone = Annotated[str, AfterValidator(_check_time_zone)]
+
+
+class Audience(_Strict):
+    """Who reads the emails of a project, when their own JIRA profile does not say."""
+
+    locale: Locale_ | None = None
+    time_zone: TimeZone | None = None
+
+
 class RuleSet(_Strict):
     """The validated rules file."""
 
     statuses: dict[str, list[str]]
     rules: list[Rule] = Field(default_factory=list)
-    locale: str = "en"
+    locale: Locale_ = "en"
+    time_zone: TimeZone = "UTC"
+    projects: dict[str, Audience] = Field(default_factory=dict)
+
+    def audience(self, project: str | None) -> tuple[str, str]:
+        """(locale, time zone) for readers of ``project`` whose own are unknown."""
+        override = self.projects.get(project or "") or Audience()
+        return override.locale or self.locale, override.time_zone or self.time_zone
+
+    def closes_after(self, state: str) -> int | None:
+        """Seconds after entering ``state`` when a timed rule moves the ticket on (for "closes on" dates)."""
+        return min((r.after for r in self.rules if r.enabled and r.after and r.when.entered == state
+                    and any(a.transition for a in r.do)), default=None)
 
     @field_validator("statuses")
     @classmethod
@@ -151,7 +196,7 @@ class RuleSet(_Strict):
             if rule.name in names:
                 raise _Located(("rules", i, "name"), f"rule name {rule.name!r} is used twice")
             names.add(rule.name)
-            if rule.when.state not in self.statuses:
+            if rule.when.state is not None and rule.when.state not in self.statuses:
                 raise _Located(("rules", i, "when"), f"state {rule.when.state!r} is not defined under 'statuses'")
             if rule.after is not None and rule.when.kind != "entered":
                 raise _Located(("rules", i, "after"), "'after' needs a rule 'when: {entered: ...}'")
@@ -256,7 +301,8 @@ def parse_rules(text: str, source: str = "rules.yaml", templates_dir: Path | Non
         missing = []
         for i, rule in enumerate(ruleset.rules):
             for j, action in enumerate(rule.do):
-                if action.email and not (Path(templates_dir) / "emails" / ruleset.locale / f"{action.email.template}.html").is_file():
+                if action.email and not (Path(templates_dir) / "emails" / ruleset.locale.replace("-", "_").split("_")[0]
+                                         / f"{action.email.template}.html").is_file():
                     loc = ("rules", i, "do", j, "email", "template")
                     missing.append(f"{_line_of(loc, lines)}: {_where(loc)}: no template "
                                    f"{action.email.template!r} for locale {ruleset.locale!r} in {templates_dir}")

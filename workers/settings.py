@@ -40,6 +40,8 @@ class Settings:
     sendgrid_api_host: str = "https://api.sendgrid.com"
     mail_from: str = "relance <relance@localhost>"
     mail_reply_to: str | None = None
+    operator_user: str = "operator"
+    operator_password: str | None = None
     rules_file: Path = PROJECT_ROOT / defaults.RULES_FILE
     templates_dir: Path = PROJECT_ROOT / "templates"
     outbox_dir: Path = PROJECT_ROOT / defaults.OUTBOX_DIR
@@ -83,8 +85,11 @@ class Settings:
             sendgrid_api_host=(get("SENDGRID_API_HOST") or cls.sendgrid_api_host).rstrip("/"),
             mail_from=get("MAIL_FROM") or cls.mail_from,
             mail_reply_to=get("MAIL_REPLY_TO"),
+            operator_user=get("OPERATOR_USER") or cls.operator_user,
+            operator_password=get("OPERATOR_PASSWORD"),
             rules_file=Path(rules) if rules else cls.rules_file,
             outbox_dir=Path(get("OUTBOX_DIR")) if get("OUTBOX_DIR") else cls.outbox_dir,
+            templates_dir=Path(get("RELANCE_TEMPLATES_DIR")) if get("RELANCE_TEMPLATES_DIR") else cls.templates_dir,
             queue_name=get("RELANCE_QUEUE") or cls.queue_name,
             job_timeout=_float(env, "RELANCE_JOB_TIMEOUT", cls.job_timeout),
             maintenance_interval=_float(env, "RELANCE_MAINTENANCE_INTERVAL", cls.maintenance_interval),

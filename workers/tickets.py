@@ -31,12 +31,19 @@ class TicketStore:
                                blocking_timeout=self.lock_seconds)
 
     def memory(self, ticket: str) -> TicketMemory:
-        raw = self.redis.hmget(self.key(ticket), "status", "state", "ts_ms")
-        return TicketMemory.from_dict(dict(zip(("status", "state", "ts_ms"), map(text, raw))))
+        raw = self.redis.hmget(self.key(ticket), TicketMemory.FIELDS)
+        return TicketMemory.from_dict(dict(zip(TicketMemory.FIELDS, map(text, raw))))
 
     def snapshot(self, ticket: str) -> dict | None:
         raw = self.redis.hget(self.key(ticket), "snapshot")
         return json.loads(raw) if raw else None
+
+    def count_entry(self, ticket: str, state: str, pipe=None) -> None:
+        """Count one more entry of the ticket into ``state`` (how often it was reopened, say)."""
+        (pipe or self.redis).hincrby(self.key(ticket), f"entered:{state}", 1)
+
+    def entries(self, ticket: str, state: str) -> int:
+        return int(self.redis.hget(self.key(ticket), f"entered:{state}") or 0)
 
     def save(self, ticket: str, memory: TicketMemory, snapshot: dict | None, pipe=None) -> None:
         mapping = memory.to_dict()

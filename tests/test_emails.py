@@ -1,0 +1,200 @@
+"""Emails as customers receive them: every template, every locale, safe, localized, traceable."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from jinja2 import UndefinedError
+
+from tests.standins import SendGridStandIn
+from workers.actions import email_context
+from workers.emails import TEMPLATE_NAMES, Renderer
+from workers.exceptions import MailError, TransientError
+from workers.mail import Message, OutboxMailer, SendGridMailer
+from workers.rules import load_rules, parse_rules
+from workers.samples import REPORTER, render_samples, sample_ticket
+from workers.settings import PROJECT_ROOT
+
+TEMPLATES = PROJECT_ROOT / "templates"
+RULES = load_rules(PROJECT_ROOT / "rules.yaml", TEMPLATES)
+RENDERER = Renderer(TEMPLATES, "en")
+NOW = datetime(2026, 11, 28, 9, 30, tzinfo=timezone.utc)
+
+
+def context(**changes):
+    ticket = replace(sample_ticket(NOW), **changes)
+    return email_context(RULES, ticket, REPORTER, "https://acme.atlassian.net", now=NOW)
+
+
+def test_english_and_french_exist_for_every_template():
+    assert RENDERER.locales() == ["en", "fr"]
+    for locale in ("en", "fr"):
+        for name in TEMPLATE_NAMES:
+            for part in ("subject", "txt", "html"):
+                assert (TEMPLATES / "emails" / locale / f"{name}.{part}").is_file()
+
+
+@pytest.mark.parametrize("locale", ["en", "fr"])
+@pytest.mark.parametrize("name", TEMPLATE_NAMES)
+def test_every_template_renders_in_every_locale(name, locale):
+    mail = RENDERER.render(name, locale, context(), "Europe/Paris")
+    assert mail.locale == locale
+    assert mail.subject.startswith("[SUP-42] ") and "\n" not in mail.subject
+    assert "https://acme.atlassian.net/browse/SUP-42" in mail.text
+    assert 'href="https://acme.atlassian.net/browse/SUP-42"' in mail.html
+    assert f'lang="{locale}"' in mail.html
+    assert "<style" not in mail.html and 'style="' in mail.html      # CSS inlined for mail clients
+    assert "{{" not in mail.text and "{%" not in mail.html
+
+
+@pytest.mark.parametrize("locale", ["en", "fr"])
+@pytest.mark.parametrize("name", TEMPLATE_NAMES)
+def test_every_template_renders_without_optional_data(name, locale):
+    bare = replace(sample_ticket(NOW), comments=(), event=None, times_reopened=0, status="Open", site_url=None)
+    ctx = email_context(RULES, bare, None, None, now=NOW)
+    assert ctx["question"] is None and ctx["customer_words"] is None and ctx["closes_on"] is None
+    mail = RENDERER.render(name, locale, ctx, None)
+    assert "#SUP-42" in mail.html      # no JIRA base URL known: still a link, never a crash
+
+
+def test_the_question_is_support_s_comment_rendered_from_wiki_markup():
+    mail = RENDERER.render("feedback_request", "en", context(), "Europe/Paris")
+    assert "<strong>exact</strong>" in mail.html
+    assert re.search(r"<pre[^>]*><code[^>]*>client = Client\(api_key=KEY\)", mail.html)
+    assert "{code" not in mail.html and "{code" not in mail.text
+    assert "client.login()" in mail.text and "Sam Support" in mail.text
+
+
+def test_ticket_text_is_escaped_in_html():
+    mail = RENDERER.render("escalation", "en", context(), "UTC")
+    assert "<script>" not in mail.html and "&lt;script&gt;" in mail.html     # the summary
+    assert "<b>This is urgent</b>" not in mail.html                           # the customer's words
+    assert "&lt;b&gt;This is urgent&lt;/b&gt;" in mail.html
+
+
+def test_a_summary_with_a_newline_cannot_add_a_header(tmp_path):
+    ctx = context(summary="Help\r\nBcc: attacker@evil.example\nX-Spam: yes")
+    mail = RENDERER.render("auto_closed", "en", ctx, "UTC")
+    assert "\n" not in mail.subject and "\r" not in mail.subject
+    path = OutboxMailer(tmp_path, "Support <support@acme.example>").send(
+        Message(to=("jane@client.example",), subject=mail.subject, text=mail.text, html=mail.html,
+                effect_id="e1", ticket="SUP-42", category="auto_closed"))
+    parsed = email.message_from_bytes(Path(path).read_bytes(), policy=email.policy.default)
+    assert parsed["Bcc"] is None and parsed["X-Spam"] is None
+    assert parsed["To"] == "jane@client.example"
+    assert "Bcc: attacker@evil.example" in parsed["Subject"]      # kept as text, on one line
+
+
+def test_dates_are_formatted_for_the_reader_s_locale_and_time_zone():
+    ctx = context(status="Resolved")
+    assert ctx["closes_on"] == ctx["since"] + timedelta(days=5)
+    fr = RENDERER.render("resolved_notice", "fr_FR", ctx, "Europe/Paris")
+    en = RENDERER.render("resolved_notice", "en_US", ctx, "America/New_York")
+    assert "30 novembre 2026" in fr.text          # since = 25 Nov 09:30 UTC, + 5 days
+    assert "November 30, 2026" in en.text
+
+
+def test_waiting_time_is_said_in_the_reader_s_language():
+    ctx = context(status="Waiting for feedback")
+    assert "3\xa0jours" in RENDERER.render("feedback_reminder", "fr", ctx, "Europe/Paris").text
+    assert "3 days" in RENDERER.render("feedback_reminder", "en", ctx, "UTC").text
+
+
+def test_a_locale_without_templates_falls_back_to_the_default():
+    assert RENDERER.render("auto_closed", "de_DE", context(), "Europe/Berlin").locale == "en"
+    assert RENDERER.render("auto_closed", "fr-CA", context(), "America/Toronto").locale == "fr"
+
+
+def test_project_locale_and_time_zone_from_the_rules_file():
+    rules = parse_rules("statuses: {open: [Open]}\nlocale: en\nprojects:\n  SUP: {locale: fr, time_zone: Europe/Paris}\n")
+    assert rules.audience("SUP") == ("fr", "Europe/Paris")
+    assert rules.audience("OTHER") == ("en", "UTC")
+
+
+def test_links_follow_jira_base_url_for_cloud_and_data_center():
+    cloud = email_context(RULES, sample_ticket(NOW), None, "https://acme.atlassian.net")
+    dc = email_context(RULES, sample_ticket(NOW), None, "https://jira.acme.example/jira")
+    assert cloud["ticket"]["url"] == "https://acme.atlassian.net/browse/SUP-42"
+    assert dc["ticket"]["url"] == "https://jira.acme.example/jira/browse/SUP-42"
+
+
+def test_an_unknown_variable_fails_rendering(tmp_path):
+    (tmp_path / "emails" / "en").mkdir(parents=True)
+    for part, text in (("subject", "[{{ ticket.key }}] hi"), ("txt", "Hello {{ customer_nmae }}"),
+                       ("html", "<p>{{ ticket.key }}</p>")):
+        (tmp_path / "emails" / "en" / f"typo.{part}").write_text(text)
+    with pytest.raises(UndefinedError, match="customer_nmae"):
+        Renderer(tmp_path, "en").render("typo", "en", context(), "UTC")
+
+
+# -- delivery ---------------------------------------------------------------
+
+@pytest.fixture
+def sendgrid():
+    with SendGridStandIn() as server:
+        yield server
+
+
+def message(name="feedback_request"):
+    mail = RENDERER.render(name, "fr", context(), "Europe/Paris")
+    return Message(to=("jeanne.martin@client.example",), subject=mail.subject, text=mail.text, html=mail.html,
+                   effect_id="d1:feedback-request:0", ticket="SUP-42", category=name)
+
+
+def test_sendgrid_gets_both_parts_a_category_and_the_issue_key(sendgrid):
+    mailer = SendGridMailer(sendgrid.api_key, sendgrid.url, "Acme Support <support@acme.example>",
+                            reply_to="Help desk <help@acme.example>")
+    assert mailer.send(message())
+    [sent] = sendgrid.messages
+    assert [c["type"] for c in sent["content"]] == ["text/plain", "text/html"]
+    assert sent["categories"] == ["feedback_request"]
+    assert sent["custom_args"] == {"issue_key": "SUP-42", "relance_effect": "d1:feedback-request:0"}
+    assert sent["from"] == {"email": "support@acme.example", "name": "Acme Support"}
+    assert sent["reply_to"] == {"email": "help@acme.example", "name": "Help desk"}
+
+
+def test_sendgrid_rate_limit_is_waited_out_until_its_reset(sendgrid):
+    sendgrid.fail_next(1, status=429, reset_in=1)
+    SendGridMailer(sendgrid.api_key, sendgrid.url, "support@acme.example").send(message())
+    assert [r.status for r in sendgrid.requests] == [429, 202]
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_sendgrid_outages_are_transient(sendgrid, status):
+    sendgrid.fail_next(3, status=status)
+    with pytest.raises(TransientError):
+        SendGridMailer(sendgrid.api_key, sendgrid.url, "support@acme.example").send(message())
+
+
+def test_a_wrong_api_key_fails_visibly_without_retry(sendgrid):
+    with pytest.raises(MailError) as e:
+        SendGridMailer("SG.wrong", sendgrid.url, "support@acme.example").send(message())
+    assert e.value.status == 401
+    assert len(sendgrid.requests) == 1
+
+
+def test_an_invalid_sender_fails_visibly_without_retry(sendgrid):
+    with pytest.raises(MailError) as e:
+        SendGridMailer(sendgrid.api_key, sendgrid.url, "not-an-address").send(message())
+    assert e.value.status == 400 and "from" in str(e.value)
+    assert len(sendgrid.requests) == 1
+
+
+def test_the_outbox_writes_an_eml_a_mail_client_opens(tmp_path):
+    path = Path(OutboxMailer(tmp_path, "Acme Support <support@acme.example>").send(message()))
+    parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert parsed["Subject"].startswith("[SUP-42] ")
+    assert parsed.get_content_type() == "multipart/alternative"
+    assert parsed.get_body(("plain",)).get_content().startswith("Bonjour")
+    assert "<html" in parsed.get_body(("html",)).get_content()
+
+
+def test_samples_render_every_template(tmp_path):
+    rendered = list(render_samples(RULES, RENDERER, TEMPLATE_NAMES, ["en", "fr"]))
+    assert len(rendered) == 2 * len(TEMPLATE_NAMES)
