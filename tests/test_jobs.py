@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.conftest import PAYLOADS
-from tests.jira_events import move
+from tests.jira_events import move, webhook_body
 from tests.standins import JiraStandIn, SendGridStandIn
 from workers import context as process_context
 from workers.audit import Audit
@@ -306,3 +306,30 @@ def test_every_real_payload_is_processed_or_cleanly_ignored_by_the_worker(settin
         process_context.use(None)
     assert ctx.queue.fetch_job("delivery-d1").get_status() == "finished"
     assert ctx.deliveries.is_done("d1")
+
+
+# -- the default rules' other emails ---------------------------------------------
+
+def test_a_new_ticket_is_acknowledged_in_the_reporter_s_language(service, jira, sendgrid):
+    body = webhook_body(jira, KEY)
+    body["webhookEvent"], body["issue_event_type_name"] = "jira:issue_created", "issue_created"
+    deliver(service, body, "c1")
+    [mail] = sent(sendgrid, "ticket_received")
+    assert mail["personalizations"][0]["to"] == [{"email": "jane@customer.example"}]
+    text = mail["content"][0]["value"]
+    assert text.startswith("Bonjour Jane Customer") and "reproduire" in text
+
+
+def test_a_ticket_still_waiting_after_three_days_gets_a_reminder(service, jira, sendgrid):
+    t0 = int(time.time() * 1000) - 3 * 86400 * 1000       # it entered Waiting for feedback 3 days ago
+    deliver(service, move(jira, KEY, "Waiting for feedback", ts_ms=t0), "d1")
+    assert fire_due(service, time.time()) == 1
+    [reminder] = sent(sendgrid, "feedback_reminder")
+    assert "3\xa0jours" in reminder["content"][0]["value"]
+
+
+def test_the_resolved_notice_says_when_the_ticket_will_close(service, jira, sendgrid):
+    t0 = 1_795_000_000_000                                  # 2026-11-18 08:26 UTC
+    deliver(service, move(jira, KEY, "Resolved", ts_ms=t0), "d1")
+    [notice] = sent(sendgrid, "resolved_notice")
+    assert "23 novembre 2026" in notice["content"][0]["value"]     # + 5 days, reporter in Europe/Paris
