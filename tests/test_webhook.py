@@ -66,6 +66,7 @@ def test_identifiers_unfit_for_job_ids_are_hashed(client, redis):
 
 
 @pytest.mark.parametrize("raw,reason", [(b"{not json", "malformed JSON"), (b"[1, 2]", "unexpected body"),
+                                        (b"\xff\xfe{}", "malformed JSON"), (b"[" * 100_000, "malformed JSON"),
                                         (b'{"hello": 1}', "not a JIRA webhook"),
                                         (b'{"webhookEvent": 7}', "unexpected body")])
 def test_malformed_bodies_get_400_and_queue_nothing(client, redis, raw, reason):

@@ -39,8 +39,8 @@ def receive():
             return _answer(401, error="unauthorized", reason=problem)
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        return _answer(400, error="malformed JSON", reason=str(e)[:200])
+    except (ValueError, RecursionError) as e:      # RecursionError: absurdly deep nesting
+        return _answer(400, error="malformed JSON", reason=str(e)[:200] or e.__class__.__name__)
     if not isinstance(payload, dict):
         return _answer(400, error="unexpected body", reason="the body must be a JSON object")
     event = payload.get("webhookEvent")

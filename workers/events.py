@@ -130,12 +130,12 @@ _COMMENT_ISSUE_ID = re.compile(r"/issue/(\d+)/comment/")
 
 
 def _status_change(changelog) -> tuple[str | None, str | None] | None:
-    if not isinstance(changelog, dict):
+    if not isinstance(changelog, dict) or not isinstance(changelog.get("items"), list):
         return None
-    for item in changelog.get("items") or ():
+    for item in changelog["items"]:
         if not isinstance(item, dict):
             continue
-        if (item.get("fieldId") or item.get("field") or "").lower() == "status":
+        if (_str(item.get("fieldId")) or _str(item.get("field")) or "").lower() == "status":
             return (_str(item.get("fromString")), _str(item.get("toString")))
     return None
 
@@ -176,8 +176,8 @@ def parse_event(body) -> TicketEvent:
     site = _SELF_BASE.match(self_link or "")
 
     comments = ()
-    if isinstance(fields.get("comment"), dict):
-        comments = tuple(c for c in map(_comment, fields["comment"].get("comments") or ()) if c)
+    if isinstance(fields.get("comment"), dict) and isinstance(fields["comment"].get("comments"), list):
+        comments = tuple(c for c in map(_comment, fields["comment"]["comments"]) if c)
     status = fields.get("status") if isinstance(fields.get("status"), dict) else {}
     priority = fields.get("priority") if isinstance(fields.get("priority"), dict) else {}
     project = fields.get("project") if isinstance(fields.get("project"), dict) else {}
