@@ -54,7 +54,8 @@ def process_delivery(delivery_id: str) -> str:
         return f"ignored: {e}"
     key = event.issue_key
     if key is None and event.issue_id and not ctx.effects.jira.dry_run:
-        key = (ctx.effects.jira.issue(event.issue_id, fields="status") or {}).get("key")
+        # Server's comment_created may carry only the comment; its link names the issue id.
+        key = (_fresh_issue(ctx, event.issue_id) or {}).get("key")
     if key is None:
         ctx.deliveries.mark_done(delivery_id, "ignored: no ticket key in the payload")
         return "ignored: no ticket key"
