@@ -333,3 +333,14 @@ def test_the_resolved_notice_says_when_the_ticket_will_close(service, jira, send
     deliver(service, move(jira, KEY, "Resolved", ts_ms=t0), "d1")
     [notice] = sent(sendgrid, "resolved_notice")
     assert "23 novembre 2026" in notice["content"][0]["value"]     # + 5 days, reporter in Europe/Paris
+
+
+def test_timers_of_two_tickets_never_share_effects(service, jira, sendgrid):
+    jira.add_issue("SUP-2", status="In Progress", reporter="acc-jane")
+    deliver(service, move(jira, KEY, "Resolved"), "d1")
+    deliver(service, move(jira, "SUP-2", "Resolved"), "d2")
+    for ticket in (KEY, "SUP-2"):       # the same generation on both (say, a hand-armed timer)
+        service.timers.arm("auto-close", ticket, time.time(), "same-gen")
+    assert fire_due(service, time.time()) == 2
+    assert [jira.issue(k)["fields"]["status"]["name"] for k in (KEY, "SUP-2")] == ["Closed", "Closed"]
+    assert len(sent(sendgrid, "auto_closed")) == 2

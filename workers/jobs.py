@@ -152,7 +152,7 @@ def fire_timer(member: str, generation: str) -> str:
                                       times_reopened=ctx.tickets.entries(key, "reopened"))
         if not ctx.effects.jira.dry_run:
             ticket = ticket.refreshed(ctx.effects.jira.issue(key))
-        prefix = f"timer-{generation}"
+        prefix = f"timer-{key}-{generation}"      # effect ids are unique per ticket and arming
         # A retry of a firing that already acted (say, closed the ticket, then the mail failed)
         # resumes it: the ticket has left the state because of this very timer.
         resuming = ctx.effects.ledger.get(f"{prefix}:{rule_name}:0") != {}

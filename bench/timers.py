@@ -1,0 +1,88 @@
+"""Timer lateness: N timers due at the same second, one `relance worker`, dry-run JIRA.
+
+    .venv/bin/python bench/timers.py [--timers 200] [--workers 1]
+
+Each timer's rule adds a comment (a dry run, so cheap): lateness is the time from
+a timer's due instant to its "timer fired" entry on the ticket's timeline. The
+first timers measure the pump's precision; the last ones, a worker's throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from redis import Redis  # noqa: E402
+
+from relance.embedded import EmbeddedRedis  # noqa: E402
+from workers.audit import Audit  # noqa: E402
+from workers.timers import TimerStore  # noqa: E402
+
+RULES = """statuses: {resolved: [Resolved], open: [Open]}
+rules:
+  - name: nudge
+    when: {entered: resolved}
+    after: 1d
+    do: [{comment: "Still resolved"}]
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--timers", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis", persist=False) as server:
+        rules = Path(tmp) / "rules.yaml"
+        rules.write_text(RULES)
+        redis = Redis.from_url(server.url)
+        store = TimerStore(redis)
+        env = {**os.environ, "REDIS_URL": server.url, "RULES_FILE": str(rules), "OUTBOX_DIR": str(Path(tmp) / "o")}
+        workers = [subprocess.Popen([sys.executable, "-m", "relance", "worker"], cwd=ROOT, env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(args.workers)]
+        try:
+            time.sleep(2)        # let the workers start
+            due = time.time() + 2
+            started = time.perf_counter()
+            with redis.pipeline(transaction=False) as pipe:
+                for i in range(args.timers):
+                    store.arm("nudge", f"T-{i}", due, "g1", pipe=pipe)
+                    pipe.hset(f"relance:ticket:T-{i}", mapping={"status": "Resolved", "state": "resolved"})
+                pipe.execute()
+            arm_ms = (time.perf_counter() - started) * 1000
+            audit = Audit(redis)
+            late = []
+            deadline = time.time() + 120
+            for i in range(args.timers):
+                while True:
+                    fired = [e for e in audit.timeline(f"T-{i}") if e["kind"] == "timer fired"]
+                    if fired or time.time() > deadline:
+                        break
+                    time.sleep(0.05)
+                if fired:
+                    late.append(int(fired[0]["id"].split("-")[0]) / 1000 - due)
+
+        finally:
+            for w in workers:
+                w.terminate()
+                w.wait()
+        memory = redis.memory_usage("relance:timers") or 0
+    late.sort()
+    print(f"{args.timers} timers due at the same instant, {args.workers} worker(s); armed in {arm_ms:.0f} ms "
+          f"(pipelined); all fired: {len(late) == args.timers}")
+    print(f"lateness: first {late[0] * 1000:.0f} ms, median {statistics.median(late) * 1000:.0f} ms, "
+          f"last {late[-1] * 1000:.0f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
