@@ -36,7 +36,10 @@ EFFECT_TTL_SECONDS = 90 * 24 * 3600
 
 # HTTP clients
 HTTP_TIMEOUT_SECONDS = 10.0
-RETRY_AFTER_MAX_SECONDS = 300           # a longer Retry-After is capped and the job retried later
+# A 429/503 whose Retry-After (or rate-limit reset) is this close is waited out in the job
+# itself, at most INLINE_RETRIES times; a later one fails the attempt and RQ retries the job.
+INLINE_RETRY_AFTER_SECONDS = 10
+INLINE_RETRIES = 2
 
 # Embedded defaults
 OUTBOX_DIR = "outbox"

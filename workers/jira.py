@@ -13,10 +13,8 @@ from .exceptions import JiraError, TransientError, TransitionUnavailable
 
 log = logging.getLogger("relance.jira")
 
-# Retry-After up to this many seconds is waited out in the job itself; longer
-# ones end the attempt and RQ retries the job later.
-INLINE_RETRY_AFTER_SECONDS = 10
-INLINE_RETRIES = 2
+INLINE_RETRY_AFTER_SECONDS = defaults.INLINE_RETRY_AFTER_SECONDS
+INLINE_RETRIES = defaults.INLINE_RETRIES
 
 
 def _retry_after(response) -> float | None:

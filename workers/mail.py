@@ -20,8 +20,8 @@ from .exceptions import MailError, TransientError
 
 log = logging.getLogger("relance.mail")
 
-INLINE_RETRY_AFTER_SECONDS = 10
-INLINE_RETRIES = 2
+INLINE_RETRY_AFTER_SECONDS = defaults.INLINE_RETRY_AFTER_SECONDS
+INLINE_RETRIES = defaults.INLINE_RETRIES
 
 
 @dataclass(frozen=True)
