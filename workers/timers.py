@@ -144,12 +144,17 @@ class TimerPump(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        failures = 0
         while not self.stopping.is_set():
             try:
                 moved = self.store.pump(self.queue, time.time(), timeout=self.timeout)
-            except Exception:   # Redis away: keep trying, the timers are safe in Redis
-                log.exception("timer pump failed; retrying in %ss", self.poll)
-                moved = 0
+                failures = 0
+            except Exception:   # Redis away: keep trying, backing off; the timers are safe in Redis
+                failures += 1
+                wait = min(self.poll * 2 ** failures, 5.0)
+                log.exception("timer pump failed (%d in a row); retrying in %.1fs", failures, wait)
+                self.stopping.wait(wait)
+                continue
             if moved < defaults.TIMER_BATCH:
                 self.stopping.wait(self.poll)
 
