@@ -118,3 +118,12 @@ def test_a_missed_event_still_cancels_the_timer_of_the_state_the_ticket_was_in()
     plan = decide(RULES, moved("Open", "Resolved"), memory, T0)     # the move to Open was never delivered
     assert plan.cancel == ("feedback-reminder",)
     assert [a.rule for a in plan.arm] == ["auto-close"]
+
+
+def test_a_deleted_ticket_cancels_its_timers_and_acts_no_more():
+    body = payload("02")
+    body["webhookEvent"] = "jira:issue_deleted"
+    del body["changelog"]
+    plan = decide(RULES, parse_event(body), TicketMemory("Resolved", "resolved", 1, 1), T0)
+    assert set(plan.cancel) == {"feedback-reminder", "auto-close"}
+    assert plan.effects == () and plan.arm == ()

@@ -17,7 +17,7 @@ from workers.context import Context
 from workers.deliveries import DeliveryStore
 from workers.jobs import fire_timer, process_delivery
 from workers.exceptions import TransientError
-from workers.timers import member
+from workers.timers import job_id, member
 from workers.worker import run_worker
 
 KEY = "SUP-1"
@@ -344,3 +344,13 @@ def test_timers_of_two_tickets_never_share_effects(service, jira, sendgrid):
     assert fire_due(service, time.time()) == 2
     assert [jira.issue(k)["fields"]["status"]["name"] for k in (KEY, "SUP-2")] == ["Closed", "Closed"]
     assert len(sent(sendgrid, "auto_closed")) == 2
+
+
+def test_a_timer_for_a_ticket_jira_no_longer_has_is_dropped(service, jira, sendgrid):
+    deliver(service, move(jira, KEY, "Resolved"), "d1")
+    timer = service.timers.get("auto-close", KEY)
+    service.timers.arm("auto-close", "SUP-404", time.time(), timer.generation)   # a ticket deleted in JIRA
+    fire_due(service, time.time())
+    assert service.queue.fetch_job(job_id(member("auto-close", "SUP-404"), timer.generation)).get_status() == "finished"
+    assert service.timers.get("auto-close", "SUP-404") is None
+    assert "timer dropped" in [e["kind"] for e in Audit(service.redis).timeline("SUP-404")]

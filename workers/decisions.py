@@ -49,6 +49,9 @@ def decide(rules: RuleSet, event: TicketEvent, memory: TicketMemory, now_ms: int
     """What the rules make of ``event`` for a ticket last known as ``memory``."""
     reading = read_event(rules, event, memory, now_ms)
     t = reading.transition
+    if event.webhook_event == "jira:issue_deleted" and not reading.stale:
+        timed = tuple(r.name for r in rules.rules if r.after is not None)
+        return Plan(reading, cancel=timed, skipped=tuple((r.name, "ticket deleted") for r in rules.rules))
     if reading.stale or (t is None and not event.is_creation):
         why = reading.note or "no lifecycle transition"
         return Plan(reading, skipped=tuple((r.name, why) for r in rules.rules))

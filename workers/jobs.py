@@ -116,7 +116,8 @@ def _decide_and_record(ctx, delivery_id: str, key: str, event) -> bytes:
                          to_status=t.to_status, inferred=t.inferred)
     for rule in plan.cancel:
         ctx.timers.cancel(rule, key, pipe=pipe)
-        ctx.audit.record(key, "timer cancelled", pipe=pipe, rule=rule, because=t.describe())
+        ctx.audit.record(key, "timer cancelled", pipe=pipe, rule=rule,
+                         because=t.describe() if t else event.webhook_event)
     for arm in plan.arm:
         ctx.timers.arm(arm.rule, key, arm.due_ms / 1000, gen, pipe=pipe)
         ctx.audit.record(key, "timer armed", pipe=pipe, rule=arm.rule, due_ms=arm.due_ms, generation=gen)
@@ -151,7 +152,14 @@ def fire_timer(member: str, generation: str) -> str:
         ticket = Ticket.from_snapshot({**snapshot, "status": memory.status}, since_ms=memory.since_ms,
                                       times_reopened=ctx.tickets.entries(key, "reopened"))
         if not ctx.effects.jira.dry_run:
-            ticket = ticket.refreshed(ctx.effects.jira.issue(key))
+            try:
+                ticket = ticket.refreshed(ctx.effects.jira.issue(key))
+            except JiraError as e:
+                if e.status != 404:
+                    raise
+                ctx.timers.release(member, generation)
+                ctx.audit.record(key, "timer dropped", rule=rule_name, why=f"JIRA no longer shows the ticket: {e}")
+                return "ticket gone"
         prefix = f"timer-{key}-{generation}"      # effect ids are unique per ticket and arming
         # A retry of a firing that already acted (say, closed the ticket, then the mail failed)
         # resumes it: the ticket has left the state because of this very timer.
