@@ -30,9 +30,12 @@ WORKER_TTL_SECONDS = 30                 # a worker blocks WORKER_TTL - 15 s per 
 TIMER_POLL_SECONDS = 0.2                # bounds how late a due timer is picked up
 TIMER_BATCH = 500                       # timers moved to the queue per poll
 
+# Retention: every key relance writes (but the timer index) expires this long after
+# the ticket's last activity; RELANCE_RETENTION overrides it.
+RETENTION_SECONDS = 90 * 24 * 3600
+
 # Tickets
 AUDIT_MAXLEN = 1000                     # entries kept per ticket timeline
-EFFECT_TTL_SECONDS = 90 * 24 * 3600
 
 # HTTP clients
 HTTP_TIMEOUT_SECONDS = 10.0

@@ -20,7 +20,7 @@ FINISHED = ("done", "skipped", "failed")
 
 
 class EffectLedger:
-    def __init__(self, redis: Redis, ttl: int = defaults.EFFECT_TTL_SECONDS):
+    def __init__(self, redis: Redis, ttl: int = defaults.RETENTION_SECONDS):
         self.redis = redis
         self.ttl = ttl
 
