@@ -41,8 +41,13 @@ def webhook_body(jira, key, from_status=None, to_status=None, comment=None, ts_m
     return body
 
 
-def move(jira, key, to_status, **kw):
-    """Move the ticket in the stand-in (as a person in JIRA would) and return the webhook body."""
+def move(jira, key, to_status, comment=None, **kw):
+    """Move the ticket in the stand-in (as a person in JIRA would) and return the webhook body.
+
+    ``comment`` ({"body", "author"}) is made in JIRA with the move, as the transition screen does.
+    """
     from_status = jira.issue(key)["fields"]["status"]["name"]
     jira.set_status(key, to_status)
-    return webhook_body(jira, key, from_status, to_status, **kw)
+    if comment is not None:
+        comment = jira.add_comment(key, comment["body"], author=(comment.get("author") or {}).get("accountId"))
+    return webhook_body(jira, key, from_status, to_status, comment=comment, **kw)

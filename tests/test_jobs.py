@@ -120,7 +120,7 @@ def test_a_reporter_whose_email_is_hidden_gets_no_mail_and_the_timeline_says_why
     deliver(service, move(jira, "SUP-2", "Waiting for feedback"), "d1")
     assert sendgrid.messages == []
     [skipped] = [e for e in Audit(service.redis).timeline("SUP-2") if e["kind"] == "effect skipped"]
-    assert "Ghost has no visible email address" in skipped["detail"]
+    assert "reporter (acc-ghost) has no visible email address" in skipped["detail"]
 
 
 # -- auto-close -------------------------------------------------------------

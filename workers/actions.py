@@ -12,10 +12,12 @@ import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
+from email_validator import EmailNotValidError, validate_email
+
 from .audit import Audit
 from .emails import Renderer
 from .events import Comment, Person, TicketEvent
-from .exceptions import JiraError, MailError, RecipientUnknown
+from .exceptions import EffectBusy, JiraError, MailError, RecipientInvalid, RecipientUnknown
 from .ledger import FINISHED, EffectLedger
 from .mail import Message
 from .rules import Action, RuleSet
@@ -25,7 +27,12 @@ log = logging.getLogger("relance.actions")
 
 @dataclass
 class Ticket:
-    """The ticket as known when acting: the event's view, refreshed from JIRA when it is reachable."""
+    """The ticket as known when acting.
+
+    With JIRA configured, every field that decides to whom and what is sent
+    (summary, status, reporter, assignee, comments) comes from JIRA itself
+    (``from_issue``), never from a webhook body; in dry run, from the deliveries.
+    """
 
     key: str
     summary: str = ""
@@ -48,22 +55,22 @@ class Ticket:
                    reporter=Person.from_dict(snap.get("reporter")), assignee=Person.from_dict(snap.get("assignee")),
                    site_url=snap.get("site_url"), project=snap.get("project"), **extra)
 
-    def refreshed(self, issue: dict | None) -> "Ticket":
-        """This ticket updated with a JIRA issue body (GET /issue/{key})."""
-        if not issue:
-            return self
+    @classmethod
+    def from_issue(cls, key: str, issue: dict, event: TicketEvent | None = None, **extra) -> "Ticket":
+        """The ticket as JIRA shows it (GET /issue/{key}). The event keeps only what JIRA confirms:
+        its comment is JIRA's comment of the same id, or none."""
         from .events import _comment, _person   # same readers as for webhook bodies
         f = issue.get("fields") or {}
         comments = tuple(c for c in map(_comment, (f.get("comment") or {}).get("comments") or ()) if c)
-        return replace(
-            self, summary=f.get("summary") or self.summary,
-            status=(f.get("status") or {}).get("name") or self.status,
-            priority=(f.get("priority") or {}).get("name") or self.priority,
-            labels=tuple(f["labels"]) if isinstance(f.get("labels"), list) else self.labels,
-            reporter=_person(f.get("reporter")) or self.reporter,
-            assignee=_person(f.get("assignee")) or self.assignee,
-            comments=comments or self.comments,
-        )
+        if event is not None and event.comment is not None:
+            confirmed = next((c for c in comments if event.comment.id and c.id == event.comment.id), None)
+            event = replace(event, comment=confirmed)
+        labels = f.get("labels")
+        return cls(key=issue.get("key") or key, summary=f.get("summary") or "",
+                   status=(f.get("status") or {}).get("name"), priority=(f.get("priority") or {}).get("name"),
+                   labels=tuple(str(x) for x in labels) if isinstance(labels, list) else (),
+                   reporter=_person(f.get("reporter")), assignee=_person(f.get("assignee")), comments=comments,
+                   project=(f.get("project") or {}).get("key"), event=event, **extra)
 
 
 def _name(p: Person | None) -> str:
@@ -84,41 +91,62 @@ class Effects:
     audit: Audit
     jira_base_url: str | None = None
 
-    def perform_rule(self, rule: str, steps, ticket: Ticket, effect_prefix: str) -> None:
-        """Perform ``steps`` ([(index, Action)]) of one rule for ``ticket``, each once."""
+    def perform_rule(self, rule: str, steps, ticket: Ticket, effect_prefix: str,
+                     claim_seconds: float | None = None) -> None:
+        """Perform ``steps`` ([(index, Action)]) of one rule for ``ticket``, each once.
+
+        Each effect is claimed for ``claim_seconds`` (the time the job has left) while
+        it is performed. Raises EffectBusy if another execution is performing one of
+        them now, and TransientError when JIRA or the mail provider should be asked
+        again later.
+        """
         blocked = None
         for index, action in steps:
             effect_id = f"{effect_prefix}:{rule}:{index}"
             if self.ledger.get(effect_id).get("state") in FINISHED:
                 continue
-            if blocked:
-                self._finish(ticket, effect_id, rule, action, "skipped", f"not done: {blocked}")
-                continue
+            token = self.ledger.claim(effect_id, claim_seconds)
+            if token is None:
+                raise EffectBusy(f"{effect_id} is being performed by another execution")
             try:
-                state, detail = self._perform(effect_id, action, ticket)
-            except (JiraError, MailError) as e:
-                self._finish(ticket, effect_id, rule, action, "failed", str(e))
-                blocked = f"{action.kind} failed"
-                continue
-            except RecipientUnknown as e:
-                state, detail = "skipped", str(e)
-            self._finish(ticket, effect_id, rule, action, state, detail)
+                if self.ledger.get(effect_id).get("state") in FINISHED:   # finished while we looked
+                    continue
+                if blocked:
+                    self._finish(ticket, effect_id, rule, action, "skipped", f"not done: {blocked}")
+                    continue
+                extra = {}
+                try:
+                    state, detail, *more = self._perform(effect_id, action, ticket)
+                    extra = more[0] if more else {}
+                except (JiraError, MailError) as e:
+                    self._finish(ticket, effect_id, rule, action, "failed", str(e))
+                    blocked = f"{action.kind} failed"
+                    continue
+                except RecipientUnknown as e:
+                    state, detail = "skipped", str(e)
+                self._finish(ticket, effect_id, rule, action, state, detail, **extra)
+            finally:
+                self.ledger.release(effect_id, token)
 
-    def _finish(self, ticket, effect_id, rule, action, state, detail):
+    def _finish(self, ticket, effect_id, rule, action, state, detail, **extra):
         self.ledger.finish(effect_id, state, detail)
         self.audit.record(ticket.key, f"effect {state}", rule=rule, action=action.kind, effect=effect_id,
-                          detail=detail)
+                          detail=detail, **extra)
 
     # -- one action each -------------------------------------------------
-    def _perform(self, effect_id: str, action: Action, ticket: Ticket) -> tuple[str, str]:
+    def _perform(self, effect_id: str, action: Action, ticket: Ticket) -> tuple:
         return getattr(self, f"_do_{action.kind}")(effect_id, action.argument, ticket)
 
     def _do_transition(self, effect_id, status: str, ticket: Ticket):
         if ticket.status and ticket.status.casefold() == status.casefold():
+            # An earlier attempt got no clear answer and JIRA (re-read since) shows it done.
+            if self.ledger.get(effect_id).get("attempts"):
+                return "done", f"moved to {ticket.status} (JIRA shows it after an unclear answer)"
             return "skipped", f"already {ticket.status}"
         self.ledger.begin(effect_id, {"transition": status})
         if self.jira.dry_run:
             return "done", f"dry run: would move {ticket.key} to {status}"
+        self.ledger.attempt(effect_id)
         name = self.jira.transition_to(ticket.key, status)
         ticket.status = status
         return "done", f"moved to {status} by transition {name!r}"
@@ -137,7 +165,7 @@ class Effects:
         ticket.priority = target
         if self.jira.dry_run:
             return "done", f"dry run: would set priority {target}"
-        self.jira.set_priority(ticket.key, target)
+        self.jira.set_priority(ticket.key, target)      # a PUT: repeating it is harmless
         return "done", f"priority {current} -> {target}"
 
     def _do_add_label(self, effect_id, label: str, ticket: Ticket):
@@ -154,6 +182,9 @@ class Effects:
         self.ledger.begin(effect_id, {"comment": body})
         if self.jira.dry_run:
             return "done", "dry run: would comment"
+        # A POST that got no clear answer may have been applied: look before posting again.
+        if self.ledger.attempt(effect_id) > 0 and self.jira.has_comment(ticket.key, body):
+            return "done", "commented (JIRA shows it after an unclear answer)"
         self.jira.add_comment(ticket.key, body)
         return "done", "commented"
 
@@ -166,6 +197,7 @@ class Effects:
                 reader = reader or person
             else:
                 recipients.append(who)
+        recipients = [checked_address(a) for a in recipients]
         # The reader's own JIRA language and time zone, else the project's, else the rules file's.
         locale, time_zone = self.rules.audience(ticket.project)
         if reader:
@@ -175,7 +207,7 @@ class Effects:
         sent = self.mailer.send(Message(to=tuple(recipients), subject=rendered.subject, text=rendered.text,
                                         html=rendered.html, effect_id=effect_id, ticket=ticket.key,
                                         category=spec.template))
-        return "done", f"{spec.template} ({rendered.locale}) to {', '.join(recipients)} ({sent})"
+        return "done", f"{spec.template} ({rendered.locale}) sent ({sent})", {"to": recipients}
 
     def _with_contact(self, person: Person | None, role: str) -> Person:
         """``person`` with an email address, and their locale and time zone when JIRA tells them.
@@ -192,12 +224,12 @@ class Effects:
                 user = self.jira.user(account_id=person.account_id, username=person.name)
             except JiraError as e:
                 if not person.email:
-                    raise RecipientUnknown(f"{role} {_name(person) or person.ident}: user lookup failed: {e}") from e
+                    raise RecipientUnknown(f"the {role} ({person.ident}): user lookup failed: {e}") from e
         user = user or {}
         email = person.email or user.get("emailAddress")
         if not email:
             raise RecipientUnknown(
-                f"{role} {_name(person) or person.ident} has no visible email address "
+                f"the {role} ({person.ident or 'no account id'}) has no visible email address "
                 "(JIRA Cloud hides it unless the user's profile visibility allows it)")
         return replace(person, email=email, locale=person.locale or user.get("locale"),
                        time_zone=person.time_zone or user.get("timeZone"),
@@ -205,6 +237,14 @@ class Effects:
 
     def context(self, ticket: Ticket, reader: Person | None = None) -> dict:
         return email_context(self.rules, ticket, reader, self.jira_base_url)
+
+
+def checked_address(address: str) -> str:
+    """``address`` normalised, or RecipientInvalid (a permanent failure of that one email)."""
+    try:
+        return validate_email(address, check_deliverability=False, allow_smtputf8=True).normalized
+    except EmailNotValidError as e:
+        raise RecipientInvalid(f"cannot send to {address!r}: {e}") from None
 
 
 def email_context(rules: RuleSet, ticket: Ticket, reader: Person | None = None, jira_base_url: str | None = None,

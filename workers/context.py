@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from redis import Redis
 from rq import Queue
 
+from . import defaults
 from .actions import Effects
 from .audit import Audit
 from .connection import redis_from_url
 from .deliveries import DeliveryStore
 from .emails import Renderer
+from .failures import FailureStore
 from .jira import make_jira
 from .ledger import EffectLedger
 from .mail import make_mailer
@@ -33,6 +35,7 @@ class Context:
     timers: TimerStore
     audit: Audit
     effects: Effects
+    failures: FailureStore
 
     @classmethod
     def build(cls, settings: Settings, redis: Redis | None = None) -> "Context":
@@ -40,12 +43,18 @@ class Context:
             raise RuntimeError("REDIS_URL is not set (python -m relance up starts a private Redis and sets it)")
         redis = redis or redis_from_url(settings.redis_url)
         rules = load_rules(settings.rules_file, settings.templates_dir)
-        audit = Audit(redis)
+        # A ticket's memory and timeline outlive its longest timer by the retention.
+        ticket_ttl = settings.retention + rules.longest_delay()
+        audit = Audit(redis, ttl=ticket_ttl)
+        ledger = EffectLedger(redis, ttl=settings.retention,
+                              claim_seconds=settings.job_timeout + defaults.HEARTBEAT_GRACE_SECONDS)
         effects = Effects(rules=rules, jira=make_jira(settings), mailer=make_mailer(settings),
-                          renderer=Renderer(settings.templates_dir, rules.locale), ledger=EffectLedger(redis),
+                          renderer=Renderer(settings.templates_dir, rules.locale), ledger=ledger,
                           audit=audit, jira_base_url=settings.jira_base_url)
-        return cls(settings, redis, rules, make_queue(redis, settings.queue_name), DeliveryStore(redis),
-                   TicketStore(redis, settings.job_timeout), TimerStore(redis), audit, effects)
+        return cls(settings, redis, rules, make_queue(redis, settings.queue_name),
+                   DeliveryStore(redis, keep=settings.retention), TicketStore(redis, ticket_ttl),
+                   TimerStore(redis, lease=settings.job_timeout + defaults.HEARTBEAT_GRACE_SECONDS), audit, effects,
+                   FailureStore(redis, settings.retention))
 
 
 _context: Context | None = None

@@ -57,7 +57,7 @@ def decide(rules: RuleSet, event: TicketEvent, memory: TicketMemory, now_ms: int
         return Plan(reading, skipped=tuple((r.name, why) for r in rules.rules))
 
     effects, arm, cancel, skipped = [], [], [], []
-    ts = event.timestamp_ms or now_ms
+    ts = reading.memory.ts_ms or now_ms          # the event's time, unless it was not believed
     happened = "ticket created" if t is None else f"ticket {t.describe()}"
     for rule in rules.rules:
         state, kind = rule.when.state, rule.when.kind

@@ -17,7 +17,6 @@ JOB_RETRIES = 9                         # after the first try
 # lock (which outlives it by up to 61 s). Later retries back off through the scheduler.
 JOB_RETRY_INTERVALS_SECONDS = [0, 5, 15, 60, 120, 300, 600, 1800, 1800]
 RESULT_TTL_SECONDS = 3600
-FAILURE_TTL_SECONDS = 30 * 24 * 3600
 
 # Worker: how fast work of a SIGKILLed worker is picked up again.
 # A started job's registry entry expires JOB_TIMEOUT + HEARTBEAT_GRACE after it
@@ -35,7 +34,12 @@ TIMER_BATCH = 500                       # timers moved to the queue per poll
 RETENTION_SECONDS = 90 * 24 * 3600
 
 # Tickets
+MAX_CLOCK_AHEAD_SECONDS = 300           # an event dated later than this ahead of our clock is read as now
 AUDIT_MAXLEN = 1000                     # entries kept per ticket timeline
+# The decision lock is held for Redis work only (milliseconds); a job waits this long
+# for it, then fails its attempt (TicketBusy) instead of parking its worker.
+LOCK_SECONDS = 10                       # a dead holder's lock expires after this
+LOCK_WAIT_SECONDS = 5
 
 # HTTP clients
 HTTP_TIMEOUT_SECONDS = 10.0

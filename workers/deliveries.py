@@ -2,6 +2,9 @@
 
 A delivery is stored under its id before its job is queued; the job reads it
 back by id. Its ``done`` mark makes a second run of the same delivery a no-op.
+
+An accepted body is kept until it is processed (at most the retention); once
+processed, it and its mark are kept DELIVERY_TTL for dedupe and inspection.
 """
 
 from __future__ import annotations
@@ -30,11 +33,13 @@ def delivery_id(header_value: str | None, body: bytes) -> str:
 
 
 class DeliveryStore:
-    """Payloads of accepted deliveries, by id."""
+    """Payloads of accepted deliveries, by id, with their decision (``:plan``) and outcome (``:done``)."""
 
-    def __init__(self, redis: Redis, ttl: int = defaults.DELIVERY_TTL_SECONDS):
+    def __init__(self, redis: Redis, ttl: int = defaults.DELIVERY_TTL_SECONDS,
+                 keep: int = defaults.RETENTION_SECONDS):
         self.redis = redis
-        self.ttl = ttl
+        self.ttl = int(ttl)                  # after processing
+        self.keep = int(max(keep, ttl))      # until processing
 
     @staticmethod
     def key(did: str) -> str:
@@ -42,16 +47,35 @@ class DeliveryStore:
 
     def put(self, did: str, body: bytes) -> bool:
         """Store the body; False if this delivery id was seen before (a redelivery)."""
-        return bool(self.redis.set(self.key(did), body, nx=True, ex=self.ttl))
+        return bool(self.redis.set(self.key(did), body, nx=True, ex=self.keep))
 
     def body(self, did: str) -> bytes | None:
         return self.redis.get(self.key(did))
 
+    def plan(self, did: str) -> bytes | None:
+        """The decision stored for the delivery, if one was made."""
+        return self.redis.get(self.key(did) + ":plan")
+
+    def save_plan(self, did: str, plan: bytes, pipe) -> None:
+        pipe.set(self.key(did) + ":plan", plan, ex=self.keep)
+
     def is_done(self, did: str) -> bool:
         return bool(self.redis.exists(self.key(did) + ":done"))
 
-    def mark_done(self, did: str, outcome: str, pipe=None) -> None:
-        (pipe or self.redis).set(self.key(did) + ":done", outcome, ex=self.ttl)
+    def mark_done(self, did: str, outcome: str) -> None:
+        """Record the outcome; body and plan are then kept DELIVERY_TTL more, not the whole retention."""
+        pipe = self.redis.pipeline()
+        pipe.set(self.key(did) + ":done", outcome, ex=self.ttl)
+        pipe.expire(self.key(did), self.ttl)
+        pipe.expire(self.key(did) + ":plan", self.ttl)
+        pipe.execute()
+
+    def keep_for_retry(self, did: str) -> None:
+        """A delivery whose job gave up: keep its body and decision for the whole retention."""
+        pipe = self.redis.pipeline()
+        pipe.expire(self.key(did), self.keep)
+        pipe.expire(self.key(did) + ":plan", self.keep)
+        pipe.execute()
 
     def outcome(self, did: str) -> str | None:
         return text(self.redis.get(self.key(did) + ":done"))

@@ -126,6 +126,10 @@ def _comment(data) -> Comment | None:
 
 
 _SELF_BASE = re.compile(r"^(https?://.+?)/rest/api/")
+# What JIRA issue keys and ids look like. Both go into REST URLs: anything else is refused here.
+# (fullmatch: a trailing newline does not pass as it would with ``$``).
+ISSUE_KEY = re.compile(r"[A-Z][A-Z0-9_]{0,63}-[0-9]{1,18}")
+ISSUE_ID = re.compile(r"[0-9]{1,18}")
 _COMMENT_ISSUE_ID = re.compile(r"/issue/(\d+)/comment/")
 
 
@@ -183,9 +187,14 @@ def parse_event(body) -> TicketEvent:
     project = fields.get("project") if isinstance(fields.get("project"), dict) else {}
     labels = fields.get("labels") if isinstance(fields.get("labels"), list) else []
     key = _str(issue.get("key"))
+    key = key.upper() if key else None
+    if key is not None and not ISSUE_KEY.fullmatch(key):
+        raise PayloadError(f"{key[:40]!r} is not a JIRA issue key (PROJECT-123)")
+    if issue_id is not None and not ISSUE_ID.fullmatch(issue_id):
+        raise PayloadError(f"{issue_id[:40]!r} is not a JIRA issue id (digits)")
     return TicketEvent(
         webhook_event=webhook_event,
-        issue_key=key.upper() if key else None,
+        issue_key=key,
         issue_id=issue_id,
         timestamp_ms=_timestamp(body, fields),
         event_type=_str(body.get("issue_event_type_name")),

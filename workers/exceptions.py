@@ -33,6 +33,14 @@ class TransientError(RelanceError):
         self.retry_after = retry_after
 
 
+class TicketBusy(TransientError):
+    """Another job held the ticket's decision lock too long: retry the job later."""
+
+
+class EffectBusy(TransientError):
+    """Another execution of the same job is performing this effect right now: retry later."""
+
+
 class JiraError(RelanceError):
     """JIRA refused a request for good (4xx other than 429): retrying will not help."""
 
@@ -55,3 +63,7 @@ class MailError(RelanceError):
 
 class RecipientUnknown(RelanceError):
     """An email's recipient has no address we can see (e.g. hidden on JIRA Cloud)."""
+
+
+class RecipientInvalid(MailError):
+    """An email's recipient address is not one a message can be sent to (say, it holds a line break)."""

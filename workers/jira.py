@@ -7,8 +7,10 @@ import time
 from urllib.parse import quote
 
 import requests
+from urllib3.exceptions import NewConnectionError
 
 from . import defaults
+from .events import ISSUE_ID, ISSUE_KEY
 from .exceptions import JiraError, TransientError, TransitionUnavailable
 
 log = logging.getLogger("relance.jira")
@@ -35,10 +37,28 @@ def _messages(response) -> str:
     return str(body)[:200]
 
 
+def _not_sent(error: requests.RequestException) -> bool:
+    """True if the request never reached JIRA (no connection was made), so repeating it is safe."""
+    if isinstance(error, requests.ConnectTimeout):
+        return True
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return isinstance(error, requests.ConnectionError) and isinstance(reason, NewConnectionError)
+
+
+def _issue(key: str) -> str:
+    """``key`` (or a numeric id) as a URL path segment; JiraError rather than a path that leaves /issue/."""
+    if not (ISSUE_KEY.fullmatch(key or "") or ISSUE_ID.fullmatch(key or "")):
+        raise JiraError(f"refusing to ask JIRA for {str(key)[:40]!r}: not an issue key or id", status=400)
+    return quote(key, safe="")
+
+
 class JiraClient:
     """Talks to one JIRA site. Basic auth (email + API token, Cloud) or a Bearer PAT (Data Center).
 
     Raises TransientError on 429/5xx/timeouts (retry later), JiraError on other 4xx.
+    A request is repeated in place only when JIRA surely did not act on it: a 429
+    whose Retry-After is short, or a connection that was never made. After a 5xx
+    or a lost answer the job fails instead, and its retry re-reads JIRA first.
     """
 
     dry_run = False
@@ -54,6 +74,7 @@ class JiraClient:
         else:
             self.session.auth = (email, api_token)
         self._priorities = None
+        self._myself = None
 
     def _call(self, method: str, path: str, **kw):
         url = f"{self.base_url}/rest/api/2/{path}"
@@ -61,10 +82,15 @@ class JiraClient:
             try:
                 response = self.session.request(method, url, timeout=self.timeout, **kw)
             except requests.RequestException as e:
+                if _not_sent(e) and attempt < INLINE_RETRIES:
+                    log.warning("JIRA unreachable for %s %s (%s); trying again", method, path, e.__class__.__name__)
+                    time.sleep(0.5 * (attempt + 1))
+                    continue
                 raise TransientError(f"JIRA {method} {path}: {e.__class__.__name__}: {e}") from e
             if response.status_code == 429 or response.status_code >= 500:
                 wait = _retry_after(response)
-                if wait is not None and wait <= INLINE_RETRY_AFTER_SECONDS and attempt < INLINE_RETRIES:
+                if response.status_code == 429 and wait is not None and wait <= INLINE_RETRY_AFTER_SECONDS \
+                        and attempt < INLINE_RETRIES:
                     log.warning("JIRA answered %s to %s %s; waiting %ss as asked", response.status_code,
                                 method, path, wait)
                     time.sleep(wait)
@@ -79,14 +105,14 @@ class JiraClient:
 
     def issue(self, key: str, fields: str = "summary,status,priority,labels,reporter,assignee,project,comment"):
         """The ticket as JIRA shows it now (the ``fields`` asked for)."""
-        return self._call("GET", f"issue/{quote(key)}", params={"fields": fields})
+        return self._call("GET", f"issue/{_issue(key)}", params={"fields": fields})
 
     def user(self, account_id: str | None = None, username: str | None = None) -> dict:
         params = {"accountId": account_id} if account_id else {"username": username}
         return self._call("GET", "user", params=params)
 
     def transitions(self, key: str) -> list[dict]:
-        return self._call("GET", f"issue/{quote(key)}/transitions")["transitions"]
+        return self._call("GET", f"issue/{_issue(key)}/transitions")["transitions"]
 
     def transition_to(self, key: str, status: str) -> str:
         """Move the ticket to ``status`` through the transition that leads there; return its name."""
@@ -97,7 +123,7 @@ class JiraClient:
             leads = ", ".join(sorted({(t.get("to") or {}).get("name", "?") for t in available})) or "none"
             raise TransitionUnavailable(f"no transition of {key} leads to {status!r} (available: {leads})", 400)
         try:
-            self._call("POST", f"issue/{quote(key)}/transitions", json={"transition": {"id": chosen["id"]}})
+            self._call("POST", f"issue/{_issue(key)}/transitions", json={"transition": {"id": chosen["id"]}})
         except JiraError as e:
             if e.status == 400:
                 raise TransitionUnavailable(str(e), 400) from e
@@ -111,13 +137,36 @@ class JiraClient:
         return self._priorities
 
     def set_priority(self, key: str, name: str) -> None:
-        self._call("PUT", f"issue/{quote(key)}", json={"update": {"priority": [{"set": {"name": name}}]}})
+        self._call("PUT", f"issue/{_issue(key)}", json={"update": {"priority": [{"set": {"name": name}}]}})
 
     def add_label(self, key: str, label: str) -> None:
-        self._call("PUT", f"issue/{quote(key)}", json={"update": {"labels": [{"add": label}]}})
+        self._call("PUT", f"issue/{_issue(key)}", json={"update": {"labels": [{"add": label}]}})
 
     def add_comment(self, key: str, body: str) -> dict:
-        return self._call("POST", f"issue/{quote(key)}/comment", json={"body": body})
+        return self._call("POST", f"issue/{_issue(key)}/comment", json={"body": body})
+
+    def myself(self) -> dict:
+        """The account relance acts as."""
+        if self._myself is None:
+            self._myself = self._call("GET", "myself")
+        return self._myself
+
+    def has_comment(self, key: str, body: str) -> bool:
+        """True if relance's own account has already posted ``body`` on the ticket."""
+        me = self.myself()
+        mine = {me.get("accountId"), me.get("name"), me.get("key")} - {None}
+        start = 0
+        while True:
+            page = self._call("GET", f"issue/{_issue(key)}/comment", params={"startAt": start, "maxResults": 100})
+            comments = page.get("comments") or []
+            for c in comments:
+                author = c.get("author") or {}
+                if isinstance(c.get("body"), str) and c["body"].strip() == body.strip() \
+                        and {author.get("accountId"), author.get("name"), author.get("key")} & mine:
+                    return True
+            start += len(comments)
+            if not comments or start >= int(page.get("total") or 0):
+                return False
 
 
 class DryRunJira:

@@ -1,6 +1,8 @@
 """RQ jobs. Plain functions imported by name; they take ids and re-read state from Redis.
 
-Exceptions are never swallowed: RQ must see a failure to retry the job.
+Exceptions are never swallowed: RQ must see a failure to retry the job. A job
+holds its ticket's decision lock only while it reads and writes Redis; calls to
+JIRA and SendGrid happen outside it, each effect claimed in the ledger.
 """
 
 from __future__ import annotations
@@ -9,11 +11,16 @@ import hashlib
 import json
 import logging
 import time
+from datetime import timedelta
 
+from rq import get_current_job
+from rq.utils import now as rq_now
+
+from . import defaults
 from .actions import Ticket
-from .context import current
+from .context import Context, current
 from .decisions import decide, plan_effects
-from .events import parse_event
+from .events import TicketEvent, parse_event
 from .exceptions import JiraError, PayloadError
 from .timers import split_member
 
@@ -24,8 +31,17 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _plan_key(delivery_id: str) -> str:
-    return f"relance:delivery:{delivery_id}:plan"
+def _time_left() -> float | None:
+    """Seconds until this job's timeout kills it (None outside an RQ job), plus a second.
+
+    An effect's claim lasts that long: a SIGKILLed worker's claims have lapsed by
+    the time RQ retries its job (timeout + HEARTBEAT_GRACE after it started).
+    """
+    job = get_current_job()
+    if job is None or not job.started_at or not job.timeout or job.timeout < 0:
+        return None
+    left = (job.started_at + timedelta(seconds=job.timeout) - rq_now()).total_seconds()
+    return max(left, 0) + min(1, defaults.HEARTBEAT_GRACE_SECONDS)
 
 
 def generation_of(delivery_id: str) -> str:
@@ -38,7 +54,9 @@ def process_delivery(delivery_id: str) -> str:
 
     Idempotent: the decision is stored before any effect, so a retry (after a
     crash or a transient failure) performs the same decision, and the ledger
-    skips effects already done. Returns a short outcome for RQ's result.
+    skips effects already done. With JIRA configured, effects act on the ticket
+    as JIRA shows it: a ticket JIRA does not show gets none, and a rule whose
+    state the ticket has already left does not fire. Returns a short outcome.
     """
     ctx = current()
     if ctx.deliveries.is_done(delivery_id):
@@ -49,47 +67,80 @@ def process_delivery(delivery_id: str) -> str:
         return "expired"
     try:
         event = parse_event(json.loads(raw))
-    except (PayloadError, ValueError) as e:
+    except (PayloadError, ValueError, RecursionError) as e:
         ctx.deliveries.mark_done(delivery_id, f"ignored: {e}")
         return f"ignored: {e}"
     key = event.issue_key
     if key is None and event.issue_id and not ctx.effects.jira.dry_run:
         # Server's comment_created may carry only the comment; its link names the issue id.
-        key = (_fresh_issue(ctx, event.issue_id) or {}).get("key")
+        key = (_jira_issue(ctx, event.issue_id) or {}).get("key")
     if key is None:
-        ctx.deliveries.mark_done(delivery_id, "ignored: no ticket key in the payload")
+        ctx.deliveries.mark_done(delivery_id, "ignored: no ticket key in the payload, or JIRA does not show it")
         return "ignored: no ticket key"
 
     with ctx.tickets.lock(key):
-        stored = ctx.redis.get(_plan_key(delivery_id))
+        stored = ctx.deliveries.plan(delivery_id)
         if stored is None:
             stored = _decide_and_record(ctx, delivery_id, key, event)
-        plan = json.loads(stored)
-        ticket = Ticket.from_snapshot({**event.snapshot(), "key": key}, event=event,
-                                      since_ms=ctx.tickets.memory(key).since_ms or event.timestamp_ms,
-                                      times_reopened=ctx.tickets.entries(key, "reopened"))
-        if plan["effects"] and not ticket.comments:
-            # Cloud payloads carry no comments; the question and the customer's words need them.
-            ticket = ticket.refreshed(_fresh_issue(ctx, key))
-        for rule_name, indexes in plan["effects"].items():
-            rule = ctx.rules.rule(rule_name)
-            if rule is None:
-                ctx.audit.record(key, "rule gone", rule=rule_name, delivery=delivery_id)
-                continue
-            ctx.effects.perform_rule(rule_name, [(i, rule.do[i]) for i in indexes], ticket, delivery_id)
-        ctx.deliveries.mark_done(delivery_id, plan["summary"])
+    plan = json.loads(stored)
+    if plan["effects"]:
+        _perform_planned(ctx, delivery_id, key, event, plan["effects"])
+    ctx.deliveries.mark_done(delivery_id, plan["summary"])
     return plan["summary"]
 
 
-def _fresh_issue(ctx, key: str) -> dict | None:
+def _perform_planned(ctx: Context, delivery_id: str, key: str, event: TicketEvent, planned: dict) -> None:
+    memory = ctx.tickets.memory(key)
+    extra = dict(since_ms=memory.since_ms or event.timestamp_ms, times_reopened=ctx.tickets.entries(key, "reopened"))
+    if ctx.effects.jira.dry_run:
+        ticket = Ticket.from_snapshot({**event.snapshot(), "key": key}, event=event, **extra)
+    else:
+        issue = _jira_issue(ctx, key)
+        if issue is None:
+            for rule_name in planned:
+                ctx.audit.record(key, "rule skipped", rule=rule_name, delivery=delivery_id,
+                                 why="JIRA does not show the ticket (deleted, moved, or never existed)")
+            return
+        ticket = Ticket.from_issue(key, issue, event=event, **extra)
+    for rule_name, indexes in planned.items():
+        rule = ctx.rules.rule(rule_name)
+        if rule is None:
+            ctx.audit.record(key, "rule gone", rule=rule_name, delivery=delivery_id)
+            continue
+        steps = [(i, rule.do[i]) for i in indexes]
+        prefix = delivery_id
+        begun = any(ctx.effects.ledger.get(f"{prefix}:{rule_name}:{i}") for i in indexes)
+        if not ctx.effects.jira.dry_run and not begun:
+            why = _state_moved_on(ctx, rule, ticket)
+            if why:
+                ctx.audit.record(key, "rule skipped", rule=rule_name, delivery=delivery_id, why=why)
+                continue
+        ctx.effects.perform_rule(rule_name, steps, ticket, prefix, _time_left())
+
+
+def _state_moved_on(ctx: Context, rule, ticket: Ticket) -> str | None:
+    """Why JIRA's status of the ticket no longer fits the rule's trigger, or None if it does."""
+    state = ctx.rules.state_of(ticket.status)
+    if rule.when.kind == "entered" and state != rule.when.entered:
+        return f"JIRA shows the ticket {ticket.status!r} ({state or 'unmapped'}), no longer {rule.when.entered}"
+    if rule.when.kind == "left" and state == rule.when.left:
+        return f"JIRA shows the ticket back in {rule.when.left} ({ticket.status!r})"
+    return None
+
+
+def _jira_issue(ctx: Context, key: str) -> dict | None:
+    """The ticket as JIRA shows it now, or None if JIRA answers that it does not (4xx).
+
+    429, 5xx and time-outs raise TransientError: the job is retried.
+    """
     try:
         return ctx.effects.jira.issue(key)
     except JiraError as e:
-        log.warning("%s: could not read the ticket from JIRA: %s", key, e)
+        log.warning("%s: JIRA does not show the ticket: %s", key, e)
         return None
 
 
-def _decide_and_record(ctx, delivery_id: str, key: str, event) -> bytes:
+def _decide_and_record(ctx: Context, delivery_id: str, key: str, event) -> bytes:
     """Decide, then in one transaction: keep the plan, the ticket memory, timers and the timeline."""
     memory = ctx.tickets.memory(key)
     plan = decide(ctx.rules, event, memory, _now_ms())
@@ -103,12 +154,16 @@ def _decide_and_record(ctx, delivery_id: str, key: str, event) -> bytes:
 
     gen = generation_of(delivery_id)
     pipe = ctx.redis.pipeline(transaction=True)
-    pipe.set(_plan_key(delivery_id), stored, ex=ctx.deliveries.ttl)
+    ctx.deliveries.save_plan(delivery_id, stored, pipe)
     ctx.audit.record(key, "delivery", pipe=pipe, delivery=delivery_id, webhook_event=event.webhook_event,
                      event_type=event.event_type, status=event.status, status_change=event.status_change,
                      outcome=summary)
+    if plan.reading.clamped:
+        ctx.audit.record(key, "clock", pipe=pipe, delivery=delivery_id, why=plan.reading.clamped)
     if not plan.reading.stale:
-        ctx.tickets.save(key, plan.memory, {**event.snapshot(), "key": key}, pipe=pipe)
+        ctx.tickets.save(key, plan.memory, _snapshot(ctx, event, key), pipe=pipe)
+    else:
+        ctx.tickets.touch(key, pipe=pipe)
     if t and t.entered and not plan.reading.stale:
         ctx.tickets.count_entry(key, t.entered, pipe=pipe)
     if t:
@@ -130,37 +185,52 @@ def _decide_and_record(ctx, delivery_id: str, key: str, event) -> bytes:
     return stored
 
 
+def _snapshot(ctx: Context, event: TicketEvent, key: str) -> dict:
+    """What to keep of the ticket as the event shows it.
+
+    In dry run it is all relance will ever know (a timer's email needs the
+    reporter); with JIRA configured, JIRA is asked when acting, so no personal
+    data is kept.
+    """
+    snap = {**event.snapshot(), "key": key}
+    if ctx.effects.jira.dry_run:
+        return snap
+    return {k: snap[k] for k in ("key", "id", "project", "status")}
+
+
 def fire_timer(member: str, generation: str) -> str:
     """Perform a due timer's rule, if the timer is still this generation and the ticket still in the state.
 
     The ticket is re-read from JIRA (its memory from webhooks in dry run), so a
-    late or cancelled timer never acts on a ticket that has moved on.
+    late or cancelled timer never acts on a ticket that has moved on. A timer
+    whose rule or ticket is gone is dropped from the timer index.
     """
     ctx = current()
     rule_name, key = split_member(member)
+    if ctx.timers.generation(member) != generation:
+        ctx.audit.record(key, "timer superseded", rule=rule_name, generation=generation)
+        return "superseded"
+    rule = ctx.rules.rule(rule_name)
+    if rule is None or not rule.enabled:
+        return _drop(ctx, member, generation, key, rule_name, "rule removed or disabled")
+    if not ctx.tickets.known(key) and ctx.effects.jira.dry_run:
+        return _drop(ctx, member, generation, key, rule_name, "relance no longer remembers the ticket")
+    memory = ctx.tickets.memory(key)
+    extra = dict(since_ms=memory.since_ms, times_reopened=ctx.tickets.entries(key, "reopened"))
+    if ctx.effects.jira.dry_run:
+        snapshot = ctx.tickets.snapshot(key) or {"key": key}
+        ticket = Ticket.from_snapshot({**snapshot, "status": memory.status}, **extra)
+    else:
+        issue = _jira_issue(ctx, key)
+        if issue is None:
+            return _drop(ctx, member, generation, key, rule_name, "JIRA no longer shows the ticket")
+        ticket = Ticket.from_issue(key, issue, **extra)
+
+    prefix = f"timer-{key}-{generation}"      # effect ids are unique per ticket and arming
     with ctx.tickets.lock(key):
-        if ctx.timers.generation(member) != generation:
+        if ctx.timers.generation(member) != generation:     # cancelled or re-armed while we read JIRA
             ctx.audit.record(key, "timer superseded", rule=rule_name, generation=generation)
             return "superseded"
-        rule = ctx.rules.rule(rule_name)
-        if rule is None or not rule.enabled:
-            ctx.timers.release(member, generation)
-            ctx.audit.record(key, "timer dropped", rule=rule_name, why="rule removed or disabled")
-            return "rule gone"
-        memory = ctx.tickets.memory(key)
-        snapshot = ctx.tickets.snapshot(key) or {"key": key}
-        ticket = Ticket.from_snapshot({**snapshot, "status": memory.status}, since_ms=memory.since_ms,
-                                      times_reopened=ctx.tickets.entries(key, "reopened"))
-        if not ctx.effects.jira.dry_run:
-            try:
-                ticket = ticket.refreshed(ctx.effects.jira.issue(key))
-            except JiraError as e:
-                if e.status != 404:
-                    raise
-                ctx.timers.release(member, generation)
-                ctx.audit.record(key, "timer dropped", rule=rule_name, why=f"JIRA no longer shows the ticket: {e}")
-                return "ticket gone"
-        prefix = f"timer-{key}-{generation}"      # effect ids are unique per ticket and arming
         # A retry of a firing that already acted (say, closed the ticket, then the mail failed)
         # resumes it: the ticket has left the state because of this very timer.
         resuming = ctx.effects.ledger.get(f"{prefix}:{rule_name}:0") != {}
@@ -170,7 +240,14 @@ def fire_timer(member: str, generation: str) -> str:
             ctx.audit.record(key, "timer skipped", rule=rule_name, why=f"ticket is now {ticket.status} ({state})")
             return f"skipped: ticket is now {ticket.status}"
         ctx.audit.record(key, "timer resumed" if resuming else "timer fired", rule=rule_name, generation=generation)
-        steps = [(e.index, e.action) for e in plan_effects(ctx.rules, rule_name)]
-        ctx.effects.perform_rule(rule_name, steps, ticket, prefix)
-        ctx.timers.release(member, generation)
+        ctx.tickets.touch(key)
+    steps = [(e.index, e.action) for e in plan_effects(ctx.rules, rule_name)]
+    ctx.effects.perform_rule(rule_name, steps, ticket, prefix, _time_left())
+    ctx.timers.release(member, generation)
     return "fired"
+
+
+def _drop(ctx: Context, member: str, generation: str, key: str, rule_name: str, why: str) -> str:
+    ctx.timers.release(member, generation)
+    ctx.audit.record(key, "timer dropped", rule=rule_name, why=why)
+    return f"dropped: {why}"

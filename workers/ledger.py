@@ -3,13 +3,20 @@
 An effect has a stable id derived from what caused it (a delivery or a timer
 firing) and its place in the rule. Before acting, the intent is written (with
 anything computed for it, such as the target priority, so a retry does the
-same thing); after acting, the outcome. A retried job skips finished effects.
+same thing); just before the remote call, an attempt is counted; after it, the
+outcome. A retried job skips finished effects, and an effect with an attempt
+but no outcome is checked against JIRA before it is tried again.
+
+While one execution performs an effect it holds the effect's claim, so two
+executions of the same job (a worker presumed dead that was only slow) never
+perform it side by side.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 
 from redis import Redis
 
@@ -18,11 +25,21 @@ from .connection import text
 
 FINISHED = ("done", "skipped", "failed")
 
+_RELEASE_CLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 
 class EffectLedger:
-    def __init__(self, redis: Redis, ttl: int = defaults.RETENTION_SECONDS):
+    """Effects in ``relance:effect:<id>`` hashes, each expiring ``ttl`` seconds after its last write."""
+
+    def __init__(self, redis: Redis, ttl: int = defaults.RETENTION_SECONDS,
+                 claim_seconds: float = defaults.JOB_TIMEOUT_SECONDS + defaults.HEARTBEAT_GRACE_SECONDS):
         self.redis = redis
-        self.ttl = ttl
+        self.ttl = int(ttl)
+        self.claim_ms = int(claim_seconds * 1000)
+        self._release_claim = redis.register_script(_RELEASE_CLAIM)
 
     @staticmethod
     def key(effect_id: str) -> str:
@@ -46,7 +63,28 @@ class EffectLedger:
         *_, stored = pipe.execute()
         return json.loads(stored)
 
+    def attempt(self, effect_id: str) -> int:
+        """Count one more attempt of the remote call; return how many were made before this one."""
+        pipe = self.redis.pipeline()
+        pipe.hincrby(self.key(effect_id), "attempts", 1)
+        pipe.expire(self.key(effect_id), self.ttl)
+        return pipe.execute()[0] - 1
+
     def finish(self, effect_id: str, state: str, detail: str = "") -> None:
         assert state in FINISHED
-        self.redis.hset(self.key(effect_id), mapping={"state": state, "detail": detail,
-                                                      "finished_at": f"{time.time():.3f}"})
+        pipe = self.redis.pipeline()
+        pipe.hset(self.key(effect_id), mapping={"state": state, "detail": detail, "finished_at": f"{time.time():.3f}"})
+        pipe.expire(self.key(effect_id), self.ttl)
+        pipe.execute()
+
+    def claim(self, effect_id: str, seconds: float | None = None) -> str | None:
+        """Take the effect's claim for ``seconds`` (default: a job's whole time); a token to release
+        it, or None if another execution holds it."""
+        token = uuid.uuid4().hex
+        px = int(seconds * 1000) if seconds is not None else self.claim_ms
+        if self.redis.set(self.key(effect_id) + ":claim", token, nx=True, px=max(1, px)):
+            return token
+        return None
+
+    def release(self, effect_id: str, token: str) -> None:
+        self._release_claim(keys=[self.key(effect_id) + ":claim"], args=[token])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import defaults
 from .events import TicketEvent
 from .rules import RuleSet
 
@@ -57,13 +58,24 @@ class Reading:
     memory: TicketMemory          # the memory to keep after this event
     stale: bool = False
     note: str = ""
+    clamped: str = ""             # why the event's time was not taken as given
 
 
 def read_event(rules: RuleSet, event: TicketEvent, memory: TicketMemory, now_ms: int) -> Reading:
-    """Turn an event into at most one lifecycle transition, given what we knew."""
+    """Turn an event into at most one lifecycle transition, given what we knew.
+
+    An event dated more than MAX_CLOCK_AHEAD_SECONDS after ``now_ms`` is read as
+    happening now (``clamped`` says so): taken as given, it would make every
+    later genuine event look stale for ever.
+    """
     ts = event.timestamp_ms or now_ms
+    clamped = ""
+    if ts > now_ms + defaults.MAX_CLOCK_AHEAD_SECONDS * 1000:
+        clamped = (f"event dated {(ts - now_ms) // 1000} s ahead of the clock; read as now "
+                   f"(more than {defaults.MAX_CLOCK_AHEAD_SECONDS} s ahead is not believed)")
+        ts = now_ms
     if memory.ts_ms is not None and ts < memory.ts_ms:
-        return Reading(None, memory, stale=True,
+        return Reading(None, memory, stale=True, clamped=clamped,
                        note=f"event of {ts} is older than the ticket's last known change ({memory.ts_ms})")
 
     if event.status_change is not None:
@@ -81,6 +93,6 @@ def read_event(rules: RuleSet, event: TicketEvent, memory: TicketMemory, now_ms:
     new_memory = TicketMemory(status=to_status, state=to_state, ts_ms=ts, since_ms=since)
 
     if to_status is None or from_state == to_state or (inferred and memory.state is None):
-        return Reading(None, new_memory)
+        return Reading(None, new_memory, clamped=clamped)
     return Reading(Transition(left=from_state, entered=to_state, from_status=from_status,
-                              to_status=to_status, inferred=inferred), new_memory)
+                              to_status=to_status, inferred=inferred), new_memory, clamped=clamped)

@@ -77,7 +77,9 @@ class SendGridMailer:
                     raise MailError(f"SendGrid refused the message ({e.status_code}): {body[:300]}",
                                     e.status_code) from e
                 wait = _reset_in(e.headers)
-                if wait is not None and wait <= INLINE_RETRY_AFTER_SECONDS and attempt < INLINE_RETRIES:
+                # Only a 429 is repeated in place: after a 5xx SendGrid may have taken the mail.
+                if e.status_code == 429 and wait is not None and wait <= INLINE_RETRY_AFTER_SECONDS \
+                        and attempt < INLINE_RETRIES:
                     log.warning("SendGrid answered %s; waiting %.1fs for its rate limit to reset", e.status_code, wait)
                     time.sleep(wait)
                     continue
@@ -112,8 +114,19 @@ class OutboxMailer:
         return self.directory / f"{msg.effect_id.replace(':', '_').replace('|', '_')}.eml"
 
     def send(self, msg: Message) -> str:
+        """Write the message; MailError (not retried) if it cannot be a valid email."""
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path_for(msg)
+        try:
+            email = self._compose(msg)
+        except ValueError as e:     # a header the email package refuses (a line break in an address, say)
+            raise MailError(f"not a valid message: {e}") from e
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(bytes(email))
+        os.replace(tmp, path)   # a reader never sees half a file
+        return str(path)
+
+    def _compose(self, msg: Message) -> EmailMessage:
         email = EmailMessage()
         email["From"] = self.sender
         email["To"] = ", ".join(msg.to)
@@ -127,10 +140,8 @@ class OutboxMailer:
         email["X-Relance-Effect"] = msg.effect_id
         email.set_content(msg.text)
         email.add_alternative(msg.html, subtype="html")
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(bytes(email))
-        os.replace(tmp, path)   # a reader never sees half a file
-        return str(path)
+        bytes(email)      # serialising is where a bad header shows
+        return email
 
 
 def make_mailer(settings):

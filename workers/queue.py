@@ -1,9 +1,14 @@
-"""The RQ queue and how jobs are put on it: JSON serializer, retries, stable job ids."""
+"""The RQ queue and how jobs are put on it: JSON serializer, retries, stable job ids.
+
+Every job carries the failure callback that keeps the work of a job that gives
+up (workers/failures.py), and RQ keeps a failed job as long as relance keeps
+its record.
+"""
 
 from __future__ import annotations
 
 from redis import Redis
-from rq import Queue, Retry
+from rq import Callback, Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.serializers import JSONSerializer
 
@@ -18,21 +23,22 @@ def _retry() -> Retry:
     return Retry(max=defaults.JOB_RETRIES, interval=defaults.JOB_RETRY_INTERVALS_SECONDS)
 
 
-def _enqueue(queue: Queue, func: str, job_id: str, args: tuple, timeout: float) -> bool:
+def enqueue_call(queue: Queue, func: str, job_id: str, args: tuple, timeout: float,
+                 failure_ttl: int = defaults.RETENTION_SECONDS) -> bool:
     """Queue ``func(*args)`` once under ``job_id``; False if that job already exists."""
     try:
         queue.enqueue_call(func, args=args, job_id=job_id, unique=True, retry=_retry(),
                            timeout=int(timeout), result_ttl=defaults.RESULT_TTL_SECONDS,
-                           failure_ttl=defaults.FAILURE_TTL_SECONDS)
+                           failure_ttl=int(failure_ttl), on_failure=Callback("workers.failures.on_job_failure"))
     except DuplicateJobError:
         return False
     return True
 
 
 def enqueue_delivery(queue: Queue, delivery_id: str, timeout: float = defaults.JOB_TIMEOUT_SECONDS) -> bool:
-    return _enqueue(queue, "workers.jobs.process_delivery", f"delivery-{delivery_id}", (delivery_id,), timeout)
+    return enqueue_call(queue, "workers.jobs.process_delivery", f"delivery-{delivery_id}", (delivery_id,), timeout)
 
 
 def enqueue_timer(queue: Queue, job_id: str, member: str, generation: str,
                   timeout: float = defaults.JOB_TIMEOUT_SECONDS) -> bool:
-    return _enqueue(queue, "workers.jobs.fire_timer", job_id, (member, generation), timeout)
+    return enqueue_call(queue, "workers.jobs.fire_timer", job_id, (member, generation), timeout)

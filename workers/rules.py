@@ -170,6 +170,10 @@ class RuleSet(_Strict):
         override = self.projects.get(project or "") or Audience()
         return override.locale or self.locale, override.time_zone or self.time_zone
 
+    def longest_delay(self) -> int:
+        """Seconds of the longest timer a rule arms (0 without timed rules)."""
+        return max((r.after for r in self.rules if r.after), default=0)
+
     def closes_after(self, state: str) -> int | None:
         """Seconds after entering ``state`` when a timed rule moves the ticket on (for "closes on" dates)."""
         return min((r.after for r in self.rules if r.enabled and r.after and r.when.entered == state

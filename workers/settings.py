@@ -49,6 +49,7 @@ class Settings:
     job_timeout: float = defaults.JOB_TIMEOUT_SECONDS
     maintenance_interval: float = defaults.MAINTENANCE_INTERVAL_SECONDS
     timer_poll: float = defaults.TIMER_POLL_SECONDS
+    retention: int = defaults.RETENTION_SECONDS
 
     @property
     def jira_configured(self) -> bool:

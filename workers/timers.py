@@ -2,10 +2,12 @@
 
 One live timer per (rule, ticket). Pending timers sit in a sorted set scored by
 their due time, with their generation in a hash beside it: arming or cancelling
-is one round trip (MULTI), and costs about a hundred bytes of Redis. A pump in
-each worker process moves due timers onto the RQ queue; the job re-checks the
-generation and the ticket before acting, so a timer cancelled or re-armed
-meanwhile does nothing, and a timer queued twice (pump crash) acts once.
+is one round trip (MULTI), and costs about two hundred bytes of Redis. A pump in
+each worker process claims due timers (one Lua step) and queues their jobs; a
+timer stays in the set until its job releases it, so none is lost to a crash.
+The job re-checks the generation and the ticket before acting, so a timer
+cancelled or re-armed meanwhile does nothing, and a timer queued twice acts once.
+These two keys are the timer index: the only keys relance writes without a TTL.
 """
 
 from __future__ import annotations
@@ -25,21 +27,41 @@ from .queue import enqueue_timer
 
 log = logging.getLogger("relance.timers")
 
-PENDING_KEY = "relance:timers"          # zset: member -> due, epoch seconds
-GENERATION_KEY = "relance:timers:gen"   # hash: member -> generation (while pending or firing)
+PENDING_KEY = "relance:timers"          # zset: member -> due (or lease end while firing), epoch seconds
+GENERATION_KEY = "relance:timers:gen"   # hash: member -> generation (while pending, firing or parked)
 
-# Drop a member from the pending set only if nobody re-armed it meanwhile.
-_UNQUEUE = """
-if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
-  redis.call('ZREM', KEYS[1], ARGV[1])
+# Claim due timers in one atomic step: a due timer stays in the pending set with its
+# score moved to the end of a lease, so it is queued again if its job never releases
+# it (a pump or worker that died, a job lost). A due member without a generation was
+# cancelled; only then is it removed, in the same step, so a re-arm cannot be lost.
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, m in ipairs(due) do
+  local g = redis.call('HGET', KEYS[2], m)
+  if g then
+    redis.call('ZADD', KEYS[1], ARGV[2], m)
+    out[#out + 1] = m
+    out[#out + 1] = g
+  else
+    redis.call('ZREM', KEYS[1], m)
+  end
 end
-return 1
+return out
 """
 # Forget a fired timer only if it is still this generation.
 _RELEASE = """
 if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
   redis.call('HDEL', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+# Move a timer whose job gave up to ARGV[3], if it is still this generation.
+_PARK = """
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
   return 1
 end
 return 0
@@ -68,10 +90,12 @@ class PendingTimer:
 
 
 class TimerStore:
-    def __init__(self, redis: Redis):
+    def __init__(self, redis: Redis, lease: float = defaults.JOB_TIMEOUT_SECONDS + defaults.HEARTBEAT_GRACE_SECONDS):
         self.redis = redis
-        self._unqueue = redis.register_script(_UNQUEUE)
+        self.lease = lease
+        self._claim = redis.register_script(_CLAIM)
         self._release = redis.register_script(_RELEASE)
+        self._park = redis.register_script(_PARK)
 
     def arm(self, rule: str, ticket: str, due: float, generation: str, pipe=None) -> None:
         """Arm (or re-arm, replacing) the timer of ``rule`` for ``ticket``; due in epoch seconds."""
@@ -97,6 +121,10 @@ class TimerStore:
         """Forget a timer that has fired, unless it was re-armed meanwhile."""
         return bool(self._release(keys=[PENDING_KEY, GENERATION_KEY], args=[value, generation]))
 
+    def park(self, value: str, generation: str, until: float) -> bool:
+        """Keep a timer whose job gave up, due again only at ``until`` (unless retried before)."""
+        return bool(self._park(keys=[PENDING_KEY, GENERATION_KEY], args=[value, generation, until]))
+
     def get(self, rule: str, ticket: str) -> PendingTimer | None:
         m = member(rule, ticket)
         pipe = self.redis.pipeline()
@@ -114,24 +142,23 @@ class TimerStore:
     def count(self) -> int:
         return self.redis.zcard(PENDING_KEY)
 
+    def claim(self, now: float, limit: int = defaults.TIMER_BATCH) -> list[tuple[str, str]]:
+        """Take the timers due at ``now``: [(member, generation)]; each is due again after the lease."""
+        flat = self._claim(keys=[PENDING_KEY, GENERATION_KEY], args=[now, now + self.lease, limit])
+        return [(text(flat[i]), text(flat[i + 1])) for i in range(0, len(flat), 2)]
+
     def pump(self, queue: Queue, now: float, limit: int = defaults.TIMER_BATCH,
              timeout: float = defaults.JOB_TIMEOUT_SECONDS) -> int:
-        """Queue a firing job for every timer due at ``now``; return how many were moved."""
-        rows = self.redis.zrangebyscore(PENDING_KEY, "-inf", now, start=0, num=limit)
-        if not rows:
-            return 0
-        gens = self.redis.hmget(GENERATION_KEY, rows)
-        moved = 0
-        for raw, gen in zip(rows, gens):
-            m, g = text(raw), text(gen)
-            if g is None:   # cancelled between the two reads
-                self.redis.zrem(PENDING_KEY, m)
-                continue
-            # A job id per generation: a crash before the unqueue below re-queues nothing new.
+        """Queue a firing job for every timer due at ``now``; return how many were claimed.
+
+        A timer leaves the pending set only when its job releases it, so a crash
+        anywhere between here and the job's end re-queues it after the lease.
+        """
+        claimed = self.claim(now, limit)
+        for m, g in claimed:
+            # One job id per generation: a timer claimed again while its job waits is not queued twice.
             enqueue_timer(queue, job_id(m, g), m, g, timeout=timeout)
-            self._unqueue(keys=[PENDING_KEY, GENERATION_KEY], args=[m, g])
-            moved += 1
-        return moved
+        return len(claimed)
 
 
 class TimerPump(threading.Thread):

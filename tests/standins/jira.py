@@ -183,6 +183,8 @@ class _Failure:
     status: int
     retry_after: int | None
     path_contains: str | None
+    after_serving: bool = False
+    method: str | None = None
 
 
 class JiraStandIn(StandInServer):
@@ -344,16 +346,20 @@ class JiraStandIn(StandInServer):
             return self._comment_json(issue, comment)
 
     def fail_next(
-        self, count: int = 1, status: int = 429, retry_after: int | None = 1, path_contains: str | None = None
+        self, count: int = 1, status: int = 429, retry_after: int | None = 1, path_contains: str | None = None,
+        after_serving: bool = False, method: str | None = None,
     ) -> None:
         """Answer the next `count` requests (whose path contains `path_contains`, if given)
         with `status` instead of serving them.
 
         429 comes with Retry-After: `retry_after` seconds and JIRA's rate-limit headers;
         503 carries Retry-After too; other statuses get a JSON error body only.
+        With `after_serving`, the request is served (its change applied) and only the
+        answer is replaced, as when a proxy in front of JIRA times out on a slow request.
+        `method` limits the failure to requests of that HTTP method.
         """
         with self._lock:
-            self._failures.append(_Failure(count, status, retry_after, path_contains))
+            self._failures.append(_Failure(count, status, retry_after, path_contains, after_serving, method))
 
     # ------------------------------------------------------------------ state helpers
 
@@ -562,6 +568,9 @@ class JiraStandIn(StandInServer):
 
         @app.after_request
         def _record(response: Response) -> Response:
+            failure = self._take_failure(request.path, after_serving=True, method=request.method)
+            if failure is not None:
+                response = _failure_response(failure)
             record_exchange(self._recorder, request, response)
             return response
 
@@ -601,7 +610,7 @@ class JiraStandIn(StandInServer):
         if hold:
             self.held.add(request.path)
             hold[2].wait(timeout=60)
-        failure = self._take_failure(request.path)
+        failure = self._take_failure(request.path, after_serving=False, method=request.method)
         if failure is not None:
             return _failure_response(failure)
         if not self._authenticated(request.headers.get("Authorization", "")):
@@ -610,9 +619,11 @@ class JiraStandIn(StandInServer):
             return Response(status=415)
         return None
 
-    def _take_failure(self, path: str) -> _Failure | None:
+    def _take_failure(self, path: str, after_serving: bool, method: str) -> _Failure | None:
         with self._lock:
             for failure in self._failures:
+                if failure.after_serving != after_serving or failure.method not in (None, method):
+                    continue
                 if failure.remaining > 0 and (failure.path_contains is None or failure.path_contains in path):
                     failure.remaining -= 1
                     return failure
