@@ -45,3 +45,36 @@ def rules_file(tmp_path):
 def settings(redis, redis_server, tmp_path, rules_file):
     return Settings(redis_url=redis_server.url, rules_file=rules_file, outbox_dir=tmp_path / "outbox",
                     mail_from="Acme Support <support@acme.example>")
+
+
+@pytest.fixture
+def jira():
+    """The JIRA stand-in with Jane (a customer, French), Sam (support) and SUP-1, In Progress."""
+    from tests.standins import JiraStandIn
+    with JiraStandIn() as server:
+        server.add_user(account_id="acc-jane", email="jane@customer.example", display_name="Jane Customer",
+                        locale="fr_FR")
+        server.add_user(account_id="acc-sam", email="sam@support.example", display_name="Sam Support")
+        server.add_issue("SUP-1", summary="Login fails <script>alert(1)</script>", status="In Progress",
+                         reporter="acc-jane", priority="Medium")
+        yield server
+
+
+@pytest.fixture
+def sendgrid():
+    from tests.standins import SendGridStandIn
+    with SendGridStandIn() as server:
+        yield server
+
+
+@pytest.fixture
+def service(settings, redis, jira, sendgrid):
+    """The worker's context, JIRA and SendGrid configured (the stand-ins), as the process's context."""
+    from workers import context as process_context
+    from workers.context import Context
+    ctx = Context.build(settings.replace(
+        jira_base_url=jira.url, jira_user_email=jira.email, jira_api_token=jira.api_token,
+        sendgrid_api_key=sendgrid.api_key, sendgrid_api_host=sendgrid.url), redis)
+    process_context.use(ctx)
+    yield ctx
+    process_context.use(None)

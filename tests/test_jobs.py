@@ -10,75 +10,15 @@ import pytest
 
 from tests.conftest import PAYLOADS
 from tests.jira_events import move, webhook_body
-from tests.standins import JiraStandIn, SendGridStandIn
+from tests.standins import JiraStandIn
 from workers import context as process_context
 from workers.audit import Audit
 from workers.context import Context
-from workers.deliveries import DeliveryStore
 from workers.jobs import fire_timer, process_delivery
 from workers.exceptions import TransientError
 from workers.timers import job_id, member
-from workers.worker import run_worker
 
-KEY = "SUP-1"
-QUESTION = "Which version of the SDK do you use? Please attach the stack trace."
-
-
-@pytest.fixture
-def jira():
-    with JiraStandIn() as server:
-        server.add_user(account_id="acc-jane", email="jane@customer.example", display_name="Jane Customer",
-                        locale="fr_FR")
-        server.add_user(account_id="acc-sam", email="sam@support.example", display_name="Sam Support")
-        server.add_issue(KEY, summary="Login fails <script>alert(1)</script>", status="In Progress",
-                         reporter="acc-jane", priority="Medium")
-        yield server
-
-
-@pytest.fixture
-def sendgrid():
-    with SendGridStandIn() as server:
-        yield server
-
-
-@pytest.fixture
-def service(settings, redis, jira, sendgrid):
-    ctx = Context.build(settings.replace(
-        jira_base_url=jira.url, jira_user_email=jira.email, jira_api_token=jira.api_token,
-        sendgrid_api_key=sendgrid.api_key, sendgrid_api_host=sendgrid.url), redis)
-    process_context.use(ctx)
-    yield ctx
-    process_context.use(None)
-
-
-def deliver(ctx, body, did):
-    """Accept a delivery as the web edge does, then run the queue with a burst worker."""
-    DeliveryStore(ctx.redis).put(did, json.dumps(body).encode())
-    from workers.queue import enqueue_delivery
-    enqueue_delivery(ctx.queue, did)
-    run_worker(ctx, burst=True)
-
-
-def fire_due(ctx, at: float):
-    """Move timers due at ``at`` onto the queue and run it."""
-    moved = ctx.timers.pump(ctx.queue, at)
-    run_worker(ctx, burst=True)
-    return moved
-
-
-def sam_comment(body=QUESTION):
-    return {"id": "900", "body": body, "author": {"accountId": "acc-sam", "displayName": "Sam Support"},
-            "created": "2026-11-28T10:00:00.000+0000"}
-
-
-def sent(sendgrid, template):
-    """The mails SendGrid accepted that were made from ``template``."""
-    return [m for m in sendgrid.messages if m.get("categories") == [template]]
-
-
-def kinds(ctx):
-    return [e["kind"] for e in Audit(ctx.redis).timeline(KEY)]
-
+from tests.support import KEY, QUESTION, deliver, fire_due, kinds, sam_comment, sent
 
 # -- feedback request -------------------------------------------------------
 
