@@ -67,14 +67,19 @@ def sendgrid():
         yield server
 
 
-@pytest.fixture
-def service(settings, redis, jira, sendgrid):
-    """The worker's context, JIRA and SendGrid configured (the stand-ins), as the process's context."""
+def service_context(settings, redis, jira, sendgrid):
+    """The worker's context with JIRA and SendGrid configured (the stand-ins), as the process's context."""
     from workers import context as process_context
     from workers.context import Context
     ctx = Context.build(settings.replace(
         jira_base_url=jira.url, jira_user_email=jira.email, jira_api_token=jira.api_token,
         sendgrid_api_key=sendgrid.api_key, sendgrid_api_host=sendgrid.url), redis)
     process_context.use(ctx)
-    yield ctx
+    return ctx
+
+
+@pytest.fixture
+def service(settings, redis, jira, sendgrid):
+    from workers import context as process_context
+    yield service_context(settings, redis, jira, sendgrid)
     process_context.use(None)

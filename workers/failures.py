@@ -123,7 +123,7 @@ def on_job_failure(job, connection, exc_type, exc_value, traceback) -> None:
             ticket = event.issue_key if event else None
         except Exception:       # an unreadable body has no ticket to name; the failure is still kept
             ticket = None
-    attempts = defaults.JOB_RETRIES + 1 - (job.retries_left or 0)
+    attempts = int((job.meta or {}).get("retries", defaults.JOB_RETRIES)) + 1 - (job.retries_left or 0)
     if not final:
         ctx.audit.record(ticket, "attempt failed", job=job.id, reason=reason, retries_left=job.retries_left)
         return

@@ -24,10 +24,14 @@ def _retry() -> Retry:
 
 
 def enqueue_call(queue: Queue, func: str, job_id: str, args: tuple, timeout: float,
-                 failure_ttl: int = defaults.RETENTION_SECONDS) -> bool:
-    """Queue ``func(*args)`` once under ``job_id``; False if that job already exists."""
+                 failure_ttl: int = defaults.RETENTION_SECONDS, retry: Retry | None = None) -> bool:
+    """Queue ``func(*args)`` once under ``job_id``; False if that job already exists.
+
+    ``retry``: RQ's retry schedule (default: JOB_RETRIES at JOB_RETRY_INTERVALS_SECONDS).
+    """
+    retry = retry or _retry()
     try:
-        queue.enqueue_call(func, args=args, job_id=job_id, unique=True, retry=_retry(),
+        queue.enqueue_call(func, args=args, job_id=job_id, unique=True, retry=retry, meta={"retries": retry.max},
                            timeout=int(timeout), result_ttl=defaults.RESULT_TTL_SECONDS,
                            failure_ttl=int(failure_ttl), on_failure=Callback("workers.failures.on_job_failure"))
     except DuplicateJobError:
@@ -35,8 +39,10 @@ def enqueue_call(queue: Queue, func: str, job_id: str, args: tuple, timeout: flo
     return True
 
 
-def enqueue_delivery(queue: Queue, delivery_id: str, timeout: float = defaults.JOB_TIMEOUT_SECONDS) -> bool:
-    return enqueue_call(queue, "workers.jobs.process_delivery", f"delivery-{delivery_id}", (delivery_id,), timeout)
+def enqueue_delivery(queue: Queue, delivery_id: str, timeout: float = defaults.JOB_TIMEOUT_SECONDS,
+                     retry: Retry | None = None) -> bool:
+    return enqueue_call(queue, "workers.jobs.process_delivery", f"delivery-{delivery_id}", (delivery_id,), timeout,
+                        retry=retry)
 
 
 def enqueue_timer(queue: Queue, job_id: str, member: str, generation: str,

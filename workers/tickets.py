@@ -23,9 +23,11 @@ from .lifecycle import TicketMemory
 class TicketStore:
     """Ticket memory in ``relance:ticket:<KEY>``; it expires ``ttl`` seconds after the last write."""
 
-    def __init__(self, redis: Redis, ttl: int = defaults.RETENTION_SECONDS):
+    def __init__(self, redis: Redis, ttl: int = defaults.RETENTION_SECONDS,
+                 lock_wait: float = defaults.LOCK_WAIT_SECONDS):
         self.redis = redis
         self.ttl = int(ttl)
+        self.lock_wait = lock_wait
 
     @staticmethod
     def key(ticket: str) -> str:
@@ -33,14 +35,14 @@ class TicketStore:
 
     @contextmanager
     def lock(self, ticket: str):
-        """Hold the ticket's decision lock; raise TicketBusy after LOCK_WAIT_SECONDS of waiting.
+        """Hold the ticket's decision lock; raise TicketBusy after ``lock_wait`` seconds of waiting.
 
         The lock expires LOCK_SECONDS after it was taken, should its holder die.
         """
         lock = self.redis.lock(f"relance:lock:{ticket}", timeout=defaults.LOCK_SECONDS,
-                               blocking_timeout=defaults.LOCK_WAIT_SECONDS)
+                               blocking_timeout=self.lock_wait)
         if not lock.acquire():
-            raise TicketBusy(f"{ticket}: another job held the ticket's lock for {defaults.LOCK_WAIT_SECONDS}s")
+            raise TicketBusy(f"{ticket}: another job held the ticket's lock for {self.lock_wait}s")
         try:
             yield
         finally:
