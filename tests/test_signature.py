@@ -24,3 +24,8 @@ def test_missing_or_malformed_headers_say_why():
     assert verify("s3cret", BODY, None) == "missing X-Hub-Signature header"
     assert "sha256=" in verify("s3cret", BODY, "sha1=abcdef")
     assert "sha256=" in verify("s3cret", BODY, "deadbeef")
+
+
+def test_a_non_ascii_or_non_hex_digest_is_refused_with_a_reason():
+    for header in ("sha256=é", "sha256=\u00e9" * 64, "sha256=" + "g" * 64, "sha256=\u212a" * 64):
+        assert verify("s3cret", BODY, header) == "X-Hub-Signature must be sha256=<hex digest>"

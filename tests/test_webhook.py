@@ -100,7 +100,7 @@ def test_with_a_secret_signed_deliveries_pass(signed_client, redis):
     assert response.status_code == 202
 
 
-@pytest.mark.parametrize("header", [None, "sha256=00", "sha1=abc"])
+@pytest.mark.parametrize("header", [None, "", "sha256=00", "sha1=abc", "sha256=é", "sha256=" + "é" * 64])
 def test_with_a_secret_unsigned_or_badly_signed_deliveries_get_401(signed_client, redis, header):
     headers = {"X-Hub-Signature": header} if header else {}
     response = post(signed_client, json.dumps(payload("02")).encode(), **headers)
