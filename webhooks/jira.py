@@ -32,7 +32,7 @@ def _answer(code: int, **body):
 def receive():
     edge = current_app.extensions["relance"]
     body = request.get_data(cache=False)      # raw bytes; 413 past MAX_CONTENT_LENGTH
-    secret = edge.settings.jira_webhook_secret
+    secret = edge.settings.reveal("jira_webhook_secret")
     if secret:
         problem = verify(secret, body, request.headers.get("X-Hub-Signature"))
         if problem:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import SecretStr
 
 from . import defaults
 from .exceptions import ConfigError
@@ -12,9 +15,39 @@ from .exceptions import ConfigError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+# Fields that hold credentials: SecretStr, so no repr, log line or traceback shows them.
+SECRETS = ("jira_api_token", "jira_pat", "jira_webhook_secret", "sendgrid_api_key", "operator_password")
+
+
+class _Environment:
+    """The process environment as from_env reads it: empty means unset; the repr shows no value,
+    so a traceback with locals does not print every secret it holds."""
+
+    def __init__(self, env):
+        self._env = env
+
+    def get(self, name: str) -> str | None:
+        return self._env.get(name) or None
+
+    def __repr__(self) -> str:
+        return "<environment>"
+
+
+def _without_password(url: str | None) -> str | None:
+    """``url`` with its password (a Heroku REDIS_URL has one) replaced by ``***``."""
+    try:
+        parts = urlsplit(url) if url else None
+        if parts is None or parts.password is None:
+            return url
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    except ValueError:
+        return "***"
+
+
 def _float(env, name, default):
     raw = env.get(name)
-    if raw in (None, ""):
+    if raw is None:
         return default
     try:
         return float(raw)
@@ -22,26 +55,27 @@ def _float(env, name, default):
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     """Everything the web and worker processes read from their environment.
 
     Each embedded default (private Redis, outbox, JIRA dry run) is replaced by
-    setting the matching variable.
+    setting the matching variable. Credentials (SECRETS) are SecretStr, given as
+    str or SecretStr; ``reveal`` gives the value to the one call that sends it.
     """
 
     redis_url: str | None = None
     jira_base_url: str | None = None
     jira_user_email: str | None = None
-    jira_api_token: str | None = None
-    jira_pat: str | None = None
-    jira_webhook_secret: str | None = None
-    sendgrid_api_key: str | None = None
+    jira_api_token: SecretStr | None = None
+    jira_pat: SecretStr | None = None
+    jira_webhook_secret: SecretStr | None = None
+    sendgrid_api_key: SecretStr | None = None
     sendgrid_api_host: str = "https://api.sendgrid.com"
     mail_from: str = "relance <relance@localhost>"
     mail_reply_to: str | None = None
     operator_user: str = "operator"
-    operator_password: str | None = None
+    operator_password: SecretStr | None = None
     rules_file: Path = PROJECT_ROOT / defaults.RULES_FILE
     templates_dir: Path = PROJECT_ROOT / "templates"
     outbox_dir: Path = PROJECT_ROOT / defaults.OUTBOX_DIR
@@ -49,6 +83,24 @@ class Settings:
     job_timeout: float = defaults.JOB_TIMEOUT_SECONDS
     maintenance_interval: float = defaults.MAINTENANCE_INTERVAL_SECONDS
     timer_poll: float = defaults.TIMER_POLL_SECONDS
+
+    def __post_init__(self):
+        for name in SECRETS:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, SecretStr(value) if value else None)
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        shown["redis_url"] = _without_password(self.redis_url)
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    def reveal(self, name: str) -> str | None:
+        """The plain value of the secret field ``name``, for the call that sends it; None when unset."""
+        if name not in SECRETS:
+            raise AttributeError(f"{name!r} is not a secret setting")
+        secret = getattr(self, name)
+        return secret.get_secret_value() if secret is not None else None
 
     @property
     def jira_configured(self) -> bool:
@@ -60,8 +112,8 @@ class Settings:
 
     @classmethod
     def from_env(cls, env=None) -> "Settings":
-        env = os.environ if env is None else env
-        get = lambda name: env.get(name) or None  # noqa: E731 - empty means unset
+        env = _Environment(os.environ if env is None else env)
+        get = env.get
         base = get("JIRA_BASE_URL")
         if base and not base.startswith(("http://", "https://")):
             raise ConfigError(f"JIRA_BASE_URL must start with http:// or https://, got {base!r}")
