@@ -108,6 +108,46 @@ def test_with_a_secret_unsigned_or_badly_signed_deliveries_get_401(signed_client
     assert queued(redis) == []
 
 
+def post_to(client, url, body, **headers):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return client.post(url, data=raw, content_type="application/json",
+                       headers={"X-Atlassian-Webhook-Identifier": "d-1", **headers})
+
+
+@pytest.fixture
+def token_client(settings):
+    return create_app(settings.replace(jira_webhook_token="url-t0ken")).test_client()
+
+
+def test_with_a_url_token_deliveries_carrying_it_pass(token_client, redis):
+    assert post_to(token_client, URL + "?token=url-t0ken", payload("02")).status_code == 202
+    assert queued(redis) == ["delivery-d-1"]
+
+
+@pytest.mark.parametrize("url", [URL, URL + "?token=", URL + "?token=url-t0ke", URL + "?token=url-t0kenX",
+                                 URL + "?token=%C3%A9", URL + "?token=%FF", URL + "?tok=url-t0ken"])
+def test_with_a_url_token_deliveries_without_it_get_401(token_client, redis, url):
+    response = post_to(token_client, url, payload("02"))
+    assert response.status_code == 401
+    assert response.json["error"] == "unauthorized" and "token" in response.json["reason"]
+    assert queued(redis) == []
+
+
+@pytest.fixture
+def token_and_secret_client(settings):
+    return create_app(settings.replace(jira_webhook_token="url-t0ken", jira_webhook_secret="s3cret")).test_client()
+
+
+@pytest.mark.parametrize("token,signed,status", [(True, True, 202), (True, False, 401), (False, True, 401),
+                                                 (False, False, 401)])
+def test_with_a_secret_and_a_token_both_are_required(token_and_secret_client, redis, token, signed, status):
+    raw = json.dumps(payload("02")).encode()
+    headers = {"X-Hub-Signature": sign("s3cret", raw)} if signed else {}
+    response = post_to(token_and_secret_client, URL + ("?token=url-t0ken" if token else ""), raw, **headers)
+    assert response.status_code == status
+    assert queued(redis) == (["delivery-d-1"] if status == 202 else [])
+
+
 def test_redis_down_answers_503_with_retry_after(tmp_path, rules_file):
     from relance.embedded import free_port
     app = create_app(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", rules_file=rules_file))
@@ -131,3 +171,9 @@ def test_healthz(client):
 def test_create_app_reads_the_environment(redis_server, rules_file):
     app = create_app({"REDIS_URL": redis_server.url, "JIRA_WEBHOOK_SECRET": "x", "RULES_FILE": str(rules_file)})
     assert post(app.test_client(), payload("02")).status_code == 401
+
+
+def test_create_app_reads_the_url_token_from_the_environment(redis_server, rules_file):
+    app = create_app({"REDIS_URL": redis_server.url, "JIRA_WEBHOOK_TOKEN": "t", "RULES_FILE": str(rules_file)})
+    assert post_to(app.test_client(), URL + "?token=nope", payload("02")).status_code == 401
+    assert post_to(app.test_client(), URL + "?token=t", payload("02")).status_code == 202

@@ -35,3 +35,15 @@ def verify(secret: str, body: bytes, header: str | None) -> str | None:
     if not hmac.compare_digest(expected.encode(), _bytes(digest)):
         return "signature does not match the body"
     return None
+
+
+def verify_token(token: str, given: str | None) -> str | None:
+    """None if ``given`` (the ``?token=`` of the webhook's URL) is ``token``; else the reason it is not.
+
+    The comparison is constant-time, on bytes.
+    """
+    if not given:
+        return "missing token: the webhook URL must carry ?token=<token>"
+    if not hmac.compare_digest(_bytes(token), _bytes(given)):
+        return "token does not match"
+    return None

@@ -16,7 +16,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 # Fields that hold credentials: SecretStr, so no repr, log line or traceback shows them.
-SECRETS = ("jira_api_token", "jira_pat", "jira_webhook_secret", "sendgrid_api_key", "operator_password")
+SECRETS = ("jira_api_token", "jira_pat", "jira_webhook_secret", "jira_webhook_token", "sendgrid_api_key",
+           "operator_password")
 
 
 class _Environment:
@@ -70,6 +71,7 @@ class Settings:
     jira_api_token: SecretStr | None = None
     jira_pat: SecretStr | None = None
     jira_webhook_secret: SecretStr | None = None
+    jira_webhook_token: SecretStr | None = None
     sendgrid_api_key: SecretStr | None = None
     sendgrid_api_host: str = "https://api.sendgrid.com"
     mail_from: str = "relance <relance@localhost>"
@@ -133,6 +135,7 @@ class Settings:
             jira_api_token=get("JIRA_API_TOKEN"),
             jira_pat=get("JIRA_PAT"),
             jira_webhook_secret=get("JIRA_WEBHOOK_SECRET"),
+            jira_webhook_token=get("JIRA_WEBHOOK_TOKEN"),
             sendgrid_api_key=get("SENDGRID_API_KEY"),
             sendgrid_api_host=(get("SENDGRID_API_HOST") or cls.sendgrid_api_host).rstrip("/"),
             mail_from=get("MAIL_FROM") or cls.mail_from,
