@@ -8,6 +8,7 @@ from tests.conftest import PAYLOADS, payload
 from webhooks import create_app
 from webhooks.signature import sign
 from workers.deliveries import DeliveryStore
+from workers.exceptions import ConfigError
 from workers.queue import make_queue
 from workers.settings import Settings
 
@@ -177,3 +178,34 @@ def test_create_app_reads_the_url_token_from_the_environment(redis_server, rules
     app = create_app({"REDIS_URL": redis_server.url, "JIRA_WEBHOOK_TOKEN": "t", "RULES_FILE": str(rules_file)})
     assert post_to(app.test_client(), URL + "?token=nope", payload("02")).status_code == 401
     assert post_to(app.test_client(), URL + "?token=t", payload("02")).status_code == 202
+
+
+JIRA = {"jira_base_url": "https://acme.atlassian.net", "jira_user_email": "bot@acme.example",
+        "jira_api_token": "api-token"}
+
+
+def test_with_jira_configured_the_web_refuses_to_start_unauthenticated(settings):
+    with pytest.raises(ConfigError) as refused:
+        create_app(settings.replace(**JIRA))
+    for how in ("JIRA_WEBHOOK_SECRET", "JIRA_WEBHOOK_TOKEN", "?token=", "ALLOW_UNAUTHENTICATED_WEBHOOKS=1"):
+        assert how in str(refused.value)
+
+
+@pytest.mark.parametrize("auth", [{"jira_webhook_secret": "s3cret"}, {"jira_webhook_token": "t0ken"}])
+def test_with_jira_configured_a_secret_or_a_token_lets_the_web_start(settings, auth):
+    assert create_app(settings.replace(**JIRA, **auth)).test_client().get("/healthz").json["jira"] == "configured"
+
+
+def test_the_explicit_opt_out_accepts_unauthenticated_deliveries(redis_server, rules_file, redis):
+    env = {"REDIS_URL": redis_server.url, "RULES_FILE": str(rules_file), "JIRA_BASE_URL": "https://jira.acme.com",
+           "JIRA_PAT": "pat", "ALLOW_UNAUTHENTICATED_WEBHOOKS": "1"}
+    assert post(create_app(env).test_client(), payload("02")).status_code == 202
+
+
+def test_a_dry_run_needs_no_webhook_authentication(settings, redis):
+    assert post(create_app(settings).test_client(), payload("02")).status_code == 202
+
+
+def test_an_unreadable_opt_out_is_refused_naming_the_variable(redis_server, rules_file):
+    with pytest.raises(ConfigError, match="ALLOW_UNAUTHENTICATED_WEBHOOKS must be 1 or 0"):
+        create_app({"REDIS_URL": redis_server.url, "ALLOW_UNAUTHENTICATED_WEBHOOKS": "please"})

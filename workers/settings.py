@@ -46,6 +46,15 @@ def _without_password(url: str | None) -> str | None:
         return "***"
 
 
+def _flag(env, name) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if raw.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be 1 or 0 (true or false), got {raw!r}")
+
+
 def _float(env, name, default):
     raw = env.get(name)
     if raw is None:
@@ -72,6 +81,7 @@ class Settings:
     jira_pat: SecretStr | None = None
     jira_webhook_secret: SecretStr | None = None
     jira_webhook_token: SecretStr | None = None
+    allow_unauthenticated_webhooks: bool = False
     sendgrid_api_key: SecretStr | None = None
     sendgrid_api_host: str = "https://api.sendgrid.com"
     mail_from: str = "relance <relance@localhost>"
@@ -136,6 +146,7 @@ class Settings:
             jira_pat=get("JIRA_PAT"),
             jira_webhook_secret=get("JIRA_WEBHOOK_SECRET"),
             jira_webhook_token=get("JIRA_WEBHOOK_TOKEN"),
+            allow_unauthenticated_webhooks=_flag(env, "ALLOW_UNAUTHENTICATED_WEBHOOKS"),
             sendgrid_api_key=get("SENDGRID_API_KEY"),
             sendgrid_api_host=(get("SENDGRID_API_HOST") or cls.sendgrid_api_host).rstrip("/"),
             mail_from=get("MAIL_FROM") or cls.mail_from,
