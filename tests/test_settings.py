@@ -75,3 +75,29 @@ def test_secrets_given_as_plain_strings_are_kept_as_secrets():
     assert settings.reveal("operator_password") == "operator-pw-0a1b2c"
     assert settings.jira_pat is None and settings.reveal("jira_pat") is None
     assert "operator-pw-0a1b2c" not in repr(settings)
+
+
+JIRA_CREDENTIALS = {"JIRA_USER_EMAIL": "bot@acme.example", "JIRA_API_TOKEN": "api-token"}
+
+
+@pytest.mark.parametrize("url", ["https://acme.atlassian.net", "https://jira.acme.com:8443/jira/",
+                                 "http://127.0.0.1:8080", "http://127.8.9.10", "http://localhost:2990/jira",
+                                 "http://[::1]:8080/"])
+def test_https_or_a_loopback_http_jira_is_accepted(url):
+    assert Settings.from_env({"JIRA_BASE_URL": url, **JIRA_CREDENTIALS}).jira_base_url == url.rstrip("/")
+
+
+@pytest.mark.parametrize("url", ["http://jira.acme.com", "http://10.0.0.5:8080", "http://[::ffff:10.0.0.5]",
+                                 "http://localhost.acme.com", "http://128.0.0.1"])
+def test_plain_http_to_another_host_is_refused(url):
+    with pytest.raises(ConfigError, match="JIRA_BASE_URL must start with https://") as refused:
+        Settings.from_env({"JIRA_BASE_URL": url, **JIRA_CREDENTIALS})
+    assert "in clear" in str(refused.value) and url in str(refused.value)
+
+
+@pytest.mark.parametrize("url,problem", [("jira.acme.com", "must start with http:// or https://"),
+                                         ("ftp://jira.acme.com", "must start with http:// or https://"),
+                                         ("https://", "no host name"), ("https://[::1", "is not a URL")])
+def test_a_jira_base_url_that_is_no_url_is_refused(url, problem):
+    with pytest.raises(ConfigError, match=problem):
+        Settings.from_env({"JIRA_BASE_URL": url, **JIRA_CREDENTIALS})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -53,6 +54,36 @@ def _flag(env, name) -> bool:
     if raw.strip().lower() in ("1", "true", "yes", "on"):
         return True
     raise ConfigError(f"{name} must be 1 or 0 (true or false), got {raw!r}")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _jira_base_url(raw: str) -> str:
+    """JIRA_BASE_URL without its trailing ``/``; https://, or http:// to this machine only.
+
+    Credentials go with every request, so plain HTTP is refused but to a loopback address.
+    """
+    try:
+        parts = urlsplit(raw)
+        host = parts.hostname
+    except ValueError as e:
+        raise ConfigError(f"JIRA_BASE_URL is not a URL ({e}): {raw!r}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(f"JIRA_BASE_URL must start with http:// or https://, got {raw!r}")
+    if not host:
+        raise ConfigError(f"JIRA_BASE_URL has no host name: {raw!r}")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ConfigError(f"JIRA_BASE_URL must start with https://, got {raw!r}: over http:// the JIRA credentials "
+                          "would cross the network in clear (http:// is only accepted for localhost, "
+                          "127.0.0.0/8 and ::1)")
+    return raw.rstrip("/")
 
 
 def _float(env, name, default):
@@ -127,8 +158,7 @@ class Settings:
         env = _Environment(os.environ if env is None else env)
         get = env.get
         base = get("JIRA_BASE_URL")
-        if base and not base.startswith(("http://", "https://")):
-            raise ConfigError(f"JIRA_BASE_URL must start with http:// or https://, got {base!r}")
+        base = _jira_base_url(base) if base else None
         if base and not (get("JIRA_PAT") or (get("JIRA_USER_EMAIL") and get("JIRA_API_TOKEN"))):
             raise ConfigError(
                 "JIRA_BASE_URL is set but no credentials: set JIRA_USER_EMAIL and JIRA_API_TOKEN "
@@ -140,7 +170,7 @@ class Settings:
         rules = get("RULES_FILE")
         return cls(
             redis_url=get("REDIS_URL"),
-            jira_base_url=base.rstrip("/") if base else None,
+            jira_base_url=base,
             jira_user_email=get("JIRA_USER_EMAIL"),
             jira_api_token=get("JIRA_API_TOKEN"),
             jira_pat=get("JIRA_PAT"),
