@@ -101,3 +101,19 @@ def test_plain_http_to_another_host_is_refused(url):
 def test_a_jira_base_url_that_is_no_url_is_refused(url, problem):
     with pytest.raises(ConfigError, match=problem):
         Settings.from_env({"JIRA_BASE_URL": url, **JIRA_CREDENTIALS})
+
+
+def test_retention_defaults_to_90_days():
+    assert Settings.from_env({}).retention == 90 * 86400 == Settings().retention
+
+
+@pytest.mark.parametrize("raw,seconds", [("90d", 90 * 86400), ("2w", 14 * 86400), ("1d12h", 129600),
+                                         (" 36h ", 36 * 3600)])
+def test_retention_reads_a_duration(raw, seconds):
+    assert Settings.from_env({"RELANCE_RETENTION": raw}).retention == seconds
+
+
+@pytest.mark.parametrize("raw", ["ninety days", "0d", "-1d", "90", "90x"])
+def test_an_invalid_retention_is_refused_naming_the_variable(raw):
+    with pytest.raises(ConfigError, match=r"^RELANCE_RETENTION: invalid duration"):
+        Settings.from_env({"RELANCE_RETENTION": raw})

@@ -12,6 +12,7 @@ from pydantic import SecretStr
 
 from . import defaults
 from .exceptions import ConfigError
+from .rules import parse_duration
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,6 +87,16 @@ def _jira_base_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+def _duration(env, name, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        return parse_duration(raw)
+    except ValueError as e:
+        raise ConfigError(f"{name}: {e}") from None
+
+
 def _float(env, name, default):
     raw = env.get(name)
     if raw is None:
@@ -126,6 +137,7 @@ class Settings:
     job_timeout: float = defaults.JOB_TIMEOUT_SECONDS
     maintenance_interval: float = defaults.MAINTENANCE_INTERVAL_SECONDS
     timer_poll: float = defaults.TIMER_POLL_SECONDS
+    retention: int = defaults.RETENTION_SECONDS     # seconds every key lives after the ticket's last activity
 
     def __post_init__(self):
         for name in SECRETS:
@@ -190,6 +202,7 @@ class Settings:
             job_timeout=_float(env, "RELANCE_JOB_TIMEOUT", cls.job_timeout),
             maintenance_interval=_float(env, "RELANCE_MAINTENANCE_INTERVAL", cls.maintenance_interval),
             timer_poll=_float(env, "RELANCE_TIMER_POLL", cls.timer_poll),
+            retention=_duration(env, "RELANCE_RETENTION", cls.retention),
         )
 
     def replace(self, **changes) -> "Settings":
