@@ -137,7 +137,7 @@ class Settings:
     job_timeout: float = defaults.JOB_TIMEOUT_SECONDS
     maintenance_interval: float = defaults.MAINTENANCE_INTERVAL_SECONDS
     timer_poll: float = defaults.TIMER_POLL_SECONDS
-    retention: int = defaults.RETENTION_SECONDS     # seconds every key lives after the ticket's last activity
+    retention: int = defaults.RETENTION_SECONDS
 
     def __post_init__(self):
         for name in SECRETS:
