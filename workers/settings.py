@@ -139,6 +139,14 @@ class Settings:
     timer_poll: float = defaults.TIMER_POLL_SECONDS
     retention: int = defaults.RETENTION_SECONDS
 
+    @property
+    def jira_configured(self) -> bool:
+        return bool(self.jira_base_url)
+
+    @property
+    def sendgrid_configured(self) -> bool:
+        return bool(self.sendgrid_api_key)
+
     def __post_init__(self):
         for name in SECRETS:
             value = getattr(self, name)
@@ -156,14 +164,6 @@ class Settings:
             raise AttributeError(f"{name!r} is not a secret setting")
         secret = getattr(self, name)
         return secret.get_secret_value() if secret is not None else None
-
-    @property
-    def jira_configured(self) -> bool:
-        return bool(self.jira_base_url)
-
-    @property
-    def sendgrid_configured(self) -> bool:
-        return bool(self.sendgrid_api_key)
 
     @classmethod
     def from_env(cls, env=None) -> "Settings":
