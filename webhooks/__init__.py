@@ -13,9 +13,9 @@ from werkzeug.exceptions import HTTPException
 from workers import defaults
 from workers.connection import redis_from_url
 from workers.deliveries import DeliveryStore
+from workers.exceptions import ConfigError
 from workers.queue import make_queue
 from workers.rules import load_rules
-from workers.exceptions import ConfigError
 from workers.settings import Settings
 
 
