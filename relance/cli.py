@@ -99,9 +99,12 @@ def cmd_up(args) -> int:
     from honcho.environ import parse_procfile
     from honcho.manager import Manager
 
+    from webhooks import require_authentication
+
     from .embedded import EmbeddedRedis
 
-    settings = Settings.from_env()   # fail early on bad configuration
+    settings = Settings.from_env()   # fail early on bad configuration, as the web process would
+    require_authentication(settings)
     if cmd_check(argparse.Namespace(rules=None)) != 0:
         return 1
     env = dict(os.environ)

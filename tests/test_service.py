@@ -51,9 +51,11 @@ class Service:
         return subprocess.Popen([sys.executable, *args], cwd=PROJECT_ROOT, env=self.env, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def start_web(self):
-        self.web = self._spawn("-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", "2",
-                               "webhooks:create_app()")
+    def start_web(self, spawned=False):
+        """Start gunicorn (unless ``spawned`` already) and wait until it answers."""
+        if not spawned:
+            self.web = self._spawn("-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}", "--workers", "2",
+                                   "webhooks:create_app()")
         deadline = time.monotonic() + 30
         while True:     # a child's port has no event to await: poll it
             try:
@@ -181,3 +183,55 @@ def test_a_worker_killed_mid_job_is_retried_by_another_and_mails_once(service, j
         assert time.monotonic() < deadline, job.get_status()
         time.sleep(0.05)
     assert len(sendgrid.messages) == 1
+
+
+def spawn_procfile_web(env, **kw):
+    """The Procfile's web command, started as a platform starts it (in its own process group)."""
+    from honcho.environ import parse_procfile
+    command = parse_procfile((PROJECT_ROOT / "Procfile").read_text()).processes["web"]
+    env = {**env, "PATH": os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])}
+    return subprocess.Popen(["/bin/sh", "-c", command], cwd=PROJECT_ROOT, env=env, start_new_session=True, **kw)
+
+
+def bare_env(**variables):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JIRA_", "SENDGRID_", "MAIL_", "RELANCE_",
+                                                                     "ALLOW_"))}
+    return {**env, "PORT": str(free_port()), **variables}
+
+
+def test_the_web_process_refuses_unauthenticated_webhooks_with_jira_configured(redis_server):
+    env = bare_env(REDIS_URL=redis_server.url, JIRA_BASE_URL="https://acme.atlassian.net",
+                   JIRA_USER_EMAIL="bot@acme.example", JIRA_API_TOKEN="api-token")
+    web = spawn_procfile_web(env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _, stderr = web.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(web.pid, signal.SIGKILL)
+        web.communicate()
+        pytest.fail("the web process started instead of refusing to")
+    assert web.returncode != 0
+    assert "relance: configuration error: JIRA_BASE_URL is set but nothing authenticates webhooks" in stderr
+    assert "JIRA_WEBHOOK_SECRET" in stderr and "JIRA_WEBHOOK_TOKEN" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_the_access_log_does_not_show_the_url_token(redis_server, redis, jira, tmp_path):
+    env = bare_env(REDIS_URL=redis_server.url, JIRA_BASE_URL=jira.url, JIRA_USER_EMAIL=jira.email,
+                   JIRA_API_TOKEN=jira.api_token, JIRA_WEBHOOK_TOKEN="url-t0ken-9f8e", WEB_CONCURRENCY="1")
+    log = tmp_path / "web.log"
+    with log.open("w") as out:
+        svc = Service(env)
+        svc.web = spawn_procfile_web(env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            svc.start_web(spawned=True)
+            raw = json.dumps(move(jira, "SUP-1", "Resolved")).encode()
+            answer = requests.post(f"{svc.url}/webhooks/jira?token=url-t0ken-9f8e", data=raw, timeout=5,
+                                   headers={"Content-Type": "application/json"})
+            assert answer.status_code == 202
+            # One sync worker writes a request's access line before it takes the next request.
+            assert requests.get(f"{svc.url}/healthz", timeout=5).ok
+        finally:
+            svc.stop()
+    written = log.read_text()
+    assert '"POST /webhooks/jira HTTP/1.1" 202' in written
+    assert "url-t0ken-9f8e" not in written

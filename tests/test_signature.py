@@ -1,4 +1,4 @@
-from webhooks.signature import sign, verify
+from webhooks.signature import sign, verify, verify_token
 
 BODY = b'{"webhookEvent":"jira:issue_updated"}'
 
@@ -24,3 +24,15 @@ def test_missing_or_malformed_headers_say_why():
     assert verify("s3cret", BODY, None) == "missing X-Hub-Signature header"
     assert "sha256=" in verify("s3cret", BODY, "sha1=abcdef")
     assert "sha256=" in verify("s3cret", BODY, "deadbeef")
+
+
+def test_a_non_ascii_or_non_hex_digest_is_refused_with_a_reason():
+    for header in ("sha256=é", "sha256=\u00e9" * 64, "sha256=" + "g" * 64, "sha256=\u212a" * 64):
+        assert verify("s3cret", BODY, header) == "X-Hub-Signature must be sha256=<hex digest>"
+
+
+def test_a_url_token_verifies_only_when_equal():
+    assert verify_token("t0ken", "t0ken") is None
+    assert verify_token("t0ken", "t0ken2") == "token does not match"
+    assert verify_token("t0ken", "é") == "token does not match"
+    assert "?token=" in verify_token("t0ken", None) and "?token=" in verify_token("t0ken", "")

@@ -8,6 +8,7 @@ from tests.conftest import PAYLOADS, payload
 from webhooks import create_app
 from webhooks.signature import sign
 from workers.deliveries import DeliveryStore
+from workers.exceptions import ConfigError
 from workers.queue import make_queue
 from workers.settings import Settings
 
@@ -100,12 +101,52 @@ def test_with_a_secret_signed_deliveries_pass(signed_client, redis):
     assert response.status_code == 202
 
 
-@pytest.mark.parametrize("header", [None, "sha256=00", "sha1=abc"])
+@pytest.mark.parametrize("header", [None, "", "sha256=00", "sha1=abc", "sha256=é", "sha256=" + "é" * 64])
 def test_with_a_secret_unsigned_or_badly_signed_deliveries_get_401(signed_client, redis, header):
     headers = {"X-Hub-Signature": header} if header else {}
     response = post(signed_client, json.dumps(payload("02")).encode(), **headers)
     assert response.status_code == 401 and response.json["reason"]
     assert queued(redis) == []
+
+
+def post_to(client, url, body, **headers):
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return client.post(url, data=raw, content_type="application/json",
+                       headers={"X-Atlassian-Webhook-Identifier": "d-1", **headers})
+
+
+@pytest.fixture
+def token_client(settings):
+    return create_app(settings.replace(jira_webhook_token="url-t0ken")).test_client()
+
+
+def test_with_a_url_token_deliveries_carrying_it_pass(token_client, redis):
+    assert post_to(token_client, URL + "?token=url-t0ken", payload("02")).status_code == 202
+    assert queued(redis) == ["delivery-d-1"]
+
+
+@pytest.mark.parametrize("url", [URL, URL + "?token=", URL + "?token=url-t0ke", URL + "?token=url-t0kenX",
+                                 URL + "?token=%C3%A9", URL + "?token=%FF", URL + "?tok=url-t0ken"])
+def test_with_a_url_token_deliveries_without_it_get_401(token_client, redis, url):
+    response = post_to(token_client, url, payload("02"))
+    assert response.status_code == 401
+    assert response.json["error"] == "unauthorized" and "token" in response.json["reason"]
+    assert queued(redis) == []
+
+
+@pytest.fixture
+def token_and_secret_client(settings):
+    return create_app(settings.replace(jira_webhook_token="url-t0ken", jira_webhook_secret="s3cret")).test_client()
+
+
+@pytest.mark.parametrize("token,signed,status", [(True, True, 202), (True, False, 401), (False, True, 401),
+                                                 (False, False, 401)])
+def test_with_a_secret_and_a_token_both_are_required(token_and_secret_client, redis, token, signed, status):
+    raw = json.dumps(payload("02")).encode()
+    headers = {"X-Hub-Signature": sign("s3cret", raw)} if signed else {}
+    response = post_to(token_and_secret_client, URL + ("?token=url-t0ken" if token else ""), raw, **headers)
+    assert response.status_code == status
+    assert queued(redis) == (["delivery-d-1"] if status == 202 else [])
 
 
 def test_redis_down_answers_503_with_retry_after(tmp_path, rules_file):
@@ -131,3 +172,40 @@ def test_healthz(client):
 def test_create_app_reads_the_environment(redis_server, rules_file):
     app = create_app({"REDIS_URL": redis_server.url, "JIRA_WEBHOOK_SECRET": "x", "RULES_FILE": str(rules_file)})
     assert post(app.test_client(), payload("02")).status_code == 401
+
+
+def test_create_app_reads_the_url_token_from_the_environment(redis_server, rules_file):
+    app = create_app({"REDIS_URL": redis_server.url, "JIRA_WEBHOOK_TOKEN": "t", "RULES_FILE": str(rules_file)})
+    assert post_to(app.test_client(), URL + "?token=nope", payload("02")).status_code == 401
+    assert post_to(app.test_client(), URL + "?token=t", payload("02")).status_code == 202
+
+
+JIRA = {"jira_base_url": "https://acme.atlassian.net", "jira_user_email": "bot@acme.example",
+        "jira_api_token": "api-token"}
+
+
+def test_with_jira_configured_the_web_refuses_to_start_unauthenticated(settings):
+    with pytest.raises(ConfigError) as refused:
+        create_app(settings.replace(**JIRA))
+    for how in ("JIRA_WEBHOOK_SECRET", "JIRA_WEBHOOK_TOKEN", "?token=", "ALLOW_UNAUTHENTICATED_WEBHOOKS=1"):
+        assert how in str(refused.value)
+
+
+@pytest.mark.parametrize("auth", [{"jira_webhook_secret": "s3cret"}, {"jira_webhook_token": "t0ken"}])
+def test_with_jira_configured_a_secret_or_a_token_lets_the_web_start(settings, auth):
+    assert create_app(settings.replace(**JIRA, **auth)).test_client().get("/healthz").json["jira"] == "configured"
+
+
+def test_the_explicit_opt_out_accepts_unauthenticated_deliveries(redis_server, rules_file, redis):
+    env = {"REDIS_URL": redis_server.url, "RULES_FILE": str(rules_file), "JIRA_BASE_URL": "https://jira.acme.com",
+           "JIRA_PAT": "pat", "ALLOW_UNAUTHENTICATED_WEBHOOKS": "1"}
+    assert post(create_app(env).test_client(), payload("02")).status_code == 202
+
+
+def test_a_dry_run_needs_no_webhook_authentication(settings, redis):
+    assert post(create_app(settings).test_client(), payload("02")).status_code == 202
+
+
+def test_an_unreadable_opt_out_is_refused_naming_the_variable(redis_server, rules_file):
+    with pytest.raises(ConfigError, match="ALLOW_UNAUTHENTICATED_WEBHOOKS must be 1 or 0"):
+        create_app({"REDIS_URL": redis_server.url, "ALLOW_UNAUTHENTICATED_WEBHOOKS": "please"})

@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 from workers import defaults
 from workers.connection import redis_from_url
 from workers.deliveries import DeliveryStore
+from workers.exceptions import ConfigError
 from workers.queue import make_queue
 from workers.rules import load_rules
 from workers.settings import Settings
@@ -29,16 +30,42 @@ class Edge:
     retry_after: int = defaults.RETRY_AFTER_SECONDS_ON_503
 
 
+def require_authentication(settings: Settings) -> None:
+    """Raise ConfigError if webhooks would drive a real JIRA while anyone may post them.
+
+    Passes when a secret or a URL token is set, when JIRA is a dry run, or when
+    ALLOW_UNAUTHENTICATED_WEBHOOKS says something in front of relance authenticates them.
+    """
+    if (settings.jira_configured and not settings.allow_unauthenticated_webhooks
+            and not (settings.jira_webhook_secret or settings.jira_webhook_token)):
+        raise ConfigError(
+            "JIRA_BASE_URL is set but nothing authenticates webhooks, so anyone could drive JIRA through "
+            "relance: set JIRA_WEBHOOK_SECRET to the secret of the JIRA webhook (JIRA Cloud signs with it), "
+            "or, where JIRA cannot sign (Data Center), set JIRA_WEBHOOK_TOKEN to a long random value and "
+            "end the webhook's URL with ?token=<that value>; if a proxy of yours authenticates deliveries, "
+            "set ALLOW_UNAUTHENTICATED_WEBHOOKS=1")
+
+
+def check_config(settings: Settings) -> None:
+    """Raise what the web refuses to start on, building nothing: no REDIS_URL (RuntimeError),
+    unauthenticated webhooks (ConfigError), an invalid rules file (RulesError)."""
+    if not settings.redis_url:
+        raise RuntimeError("REDIS_URL is not set (python -m relance up starts a private Redis and sets it)")
+    require_authentication(settings)
+    # A bad rules file stops the web too, so a broken deploy fails at once, not at the first event.
+    load_rules(settings.rules_file, settings.templates_dir)
+
+
 def create_app(config: Settings | dict | None = None) -> Flask:
-    """The Flask app. ``config``: Settings, or a dict of environment variables; default: the environment."""
+    """The Flask app. ``config``: Settings, or a dict of environment variables; default: the environment.
+
+    Raises what ``check_config`` raises.
+    """
     if isinstance(config, dict) or config is None:
         settings = Settings.from_env(config)
     else:
         settings = config
-    if not settings.redis_url:
-        raise RuntimeError("REDIS_URL is not set (python -m relance up starts a private Redis and sets it)")
-    # A bad rules file stops the web too, so a broken deploy fails at once, not at the first event.
-    load_rules(settings.rules_file, settings.templates_dir)
+    check_config(settings)
     app = Flask(__name__, template_folder=str(settings.templates_dir))
     app.config["MAX_CONTENT_LENGTH"] = defaults.MAX_BODY_BYTES
     redis = redis_from_url(settings.redis_url, socket_timeout=defaults.REDIS_SOCKET_TIMEOUT_SECONDS)

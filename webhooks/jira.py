@@ -1,7 +1,7 @@
 """POST /webhooks/jira: verify, parse, dedupe, enqueue. Answers in milliseconds.
 
 202 queued; 200 for a redelivery already accepted and for events no rule
-reads; 400 malformed; 401 bad signature; 413 too large; 503 Redis down.
+reads; 400 malformed; 401 bad signature or URL token; 413 too large; 503 Redis down.
 """
 
 from __future__ import annotations
@@ -16,10 +16,24 @@ from workers.deliveries import delivery_id
 from workers.events import HANDLED_EVENTS
 from workers.queue import enqueue_delivery
 
-from .signature import verify
+from .signature import verify, verify_token
 
 bp = Blueprint("jira", __name__)
 log = logging.getLogger("relance.webhooks")
+
+
+def _unauthenticated(settings, body: bytes) -> str | None:
+    """Why this request is not authenticated, or None. Each credential that is set is required:
+    with both a secret and a token, a delivery needs the right signature and the right token."""
+    token = settings.reveal("jira_webhook_token")
+    if token:
+        problem = verify_token(token, request.args.get("token"))
+        if problem:
+            return problem
+    secret = settings.reveal("jira_webhook_secret")
+    if secret:
+        return verify(secret, body, request.headers.get("X-Hub-Signature"))
+    return None
 
 
 def _answer(code: int, **body):
@@ -32,11 +46,9 @@ def _answer(code: int, **body):
 def receive():
     edge = current_app.extensions["relance"]
     body = request.get_data(cache=False)      # raw bytes; 413 past MAX_CONTENT_LENGTH
-    secret = edge.settings.jira_webhook_secret
-    if secret:
-        problem = verify(secret, body, request.headers.get("X-Hub-Signature"))
-        if problem:
-            return _answer(401, error="unauthorized", reason=problem)
+    problem = _unauthenticated(edge.settings, body)
+    if problem:
+        return _answer(401, error="unauthorized", reason=problem)
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError) as e:      # RecursionError: absurdly deep nesting

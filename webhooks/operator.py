@@ -25,7 +25,7 @@ def require_operator():
     auth = request.authorization
     if not (auth and auth.type == "basic"
             and hmac.compare_digest((auth.username or "").encode(), settings.operator_user.encode())
-            and hmac.compare_digest((auth.password or "").encode(), settings.operator_password.encode())):
+            and hmac.compare_digest((auth.password or "").encode(), settings.reveal("operator_password").encode())):
         return Response("Operator login required.\n", 401, {"WWW-Authenticate": 'Basic realm="relance operator"'},
                         mimetype="text/plain")
     return None

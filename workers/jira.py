@@ -188,4 +188,4 @@ class DryRunJira:
 def make_jira(settings):
     if not settings.jira_configured:
         return DryRunJira()
-    return JiraClient(settings.jira_base_url, settings.jira_user_email, settings.jira_api_token, settings.jira_pat)
+    return JiraClient(settings.jira_base_url, settings.jira_user_email, settings.reveal("jira_api_token"), settings.reveal("jira_pat"))

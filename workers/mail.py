@@ -146,6 +146,6 @@ class OutboxMailer:
 
 def make_mailer(settings):
     if settings.sendgrid_configured:
-        return SendGridMailer(settings.sendgrid_api_key, settings.sendgrid_api_host, settings.mail_from,
+        return SendGridMailer(settings.reveal("sendgrid_api_key"), settings.sendgrid_api_host, settings.mail_from,
                               settings.mail_reply_to)
     return OutboxMailer(settings.outbox_dir, settings.mail_from, settings.mail_reply_to)

@@ -2,19 +2,104 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import SecretStr
 
 from . import defaults
 from .exceptions import ConfigError
+from .rules import parse_duration
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+# Fields that hold credentials: SecretStr, so no repr, log line or traceback shows them.
+SECRETS = ("jira_api_token", "jira_pat", "jira_webhook_secret", "jira_webhook_token", "sendgrid_api_key",
+           "operator_password")
+
+
+class _Environment:
+    """The process environment as from_env reads it: empty means unset; the repr shows no value,
+    so a traceback with locals does not print every secret it holds."""
+
+    def __init__(self, env):
+        self._env = env
+
+    def get(self, name: str) -> str | None:
+        return self._env.get(name) or None
+
+    def __repr__(self) -> str:
+        return "<environment>"
+
+
+def _without_password(url: str | None) -> str | None:
+    """``url`` with its password (a Heroku REDIS_URL has one) replaced by ``***``."""
+    try:
+        parts = urlsplit(url) if url else None
+        if parts is None or parts.password is None:
+            return url
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    except ValueError:
+        return "***"
+
+
+def _flag(env, name) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if raw.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} must be 1 or 0 (true or false), got {raw!r}")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _jira_base_url(raw: str) -> str:
+    """JIRA_BASE_URL without its trailing ``/``; https://, or http:// to this machine only.
+
+    Credentials go with every request, so plain HTTP is refused but to a loopback address.
+    """
+    try:
+        parts = urlsplit(raw)
+        host = parts.hostname
+    except ValueError as e:
+        raise ConfigError(f"JIRA_BASE_URL is not a URL ({e}): {raw!r}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(f"JIRA_BASE_URL must start with http:// or https://, got {raw!r}")
+    if not host:
+        raise ConfigError(f"JIRA_BASE_URL has no host name: {raw!r}")
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise ConfigError(f"JIRA_BASE_URL must start with https://, got {raw!r}: over http:// the JIRA credentials "
+                          "would cross the network in clear (http:// is only accepted for localhost, "
+                          "127.0.0.0/8 and ::1)")
+    return raw.rstrip("/")
+
+
+def _duration(env, name, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        return parse_duration(raw)
+    except ValueError as e:
+        raise ConfigError(f"{name}: {e}") from None
+
+
 def _float(env, name, default):
     raw = env.get(name)
-    if raw in (None, ""):
+    if raw is None:
         return default
     try:
         return float(raw)
@@ -22,26 +107,29 @@ def _float(env, name, default):
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     """Everything the web and worker processes read from their environment.
 
     Each embedded default (private Redis, outbox, JIRA dry run) is replaced by
-    setting the matching variable.
+    setting the matching variable. Credentials (SECRETS) are SecretStr, given as
+    str or SecretStr; ``reveal`` gives the value to the one call that sends it.
     """
 
     redis_url: str | None = None
     jira_base_url: str | None = None
     jira_user_email: str | None = None
-    jira_api_token: str | None = None
-    jira_pat: str | None = None
-    jira_webhook_secret: str | None = None
-    sendgrid_api_key: str | None = None
+    jira_api_token: SecretStr | None = None
+    jira_pat: SecretStr | None = None
+    jira_webhook_secret: SecretStr | None = None
+    jira_webhook_token: SecretStr | None = None
+    allow_unauthenticated_webhooks: bool = False
+    sendgrid_api_key: SecretStr | None = None
     sendgrid_api_host: str = "https://api.sendgrid.com"
     mail_from: str = "relance <relance@localhost>"
     mail_reply_to: str | None = None
     operator_user: str = "operator"
-    operator_password: str | None = None
+    operator_password: SecretStr | None = None
     rules_file: Path = PROJECT_ROOT / defaults.RULES_FILE
     templates_dir: Path = PROJECT_ROOT / "templates"
     outbox_dir: Path = PROJECT_ROOT / defaults.OUTBOX_DIR
@@ -59,13 +147,30 @@ class Settings:
     def sendgrid_configured(self) -> bool:
         return bool(self.sendgrid_api_key)
 
+    def __post_init__(self):
+        for name in SECRETS:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, SecretStr(value) if value else None)
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        shown["redis_url"] = _without_password(self.redis_url)
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    def reveal(self, name: str) -> str | None:
+        """The plain value of the secret field ``name``, for the call that sends it; None when unset."""
+        if name not in SECRETS:
+            raise AttributeError(f"{name!r} is not a secret setting")
+        secret = getattr(self, name)
+        return secret.get_secret_value() if secret is not None else None
+
     @classmethod
     def from_env(cls, env=None) -> "Settings":
-        env = os.environ if env is None else env
-        get = lambda name: env.get(name) or None  # noqa: E731 - empty means unset
+        env = _Environment(os.environ if env is None else env)
+        get = env.get
         base = get("JIRA_BASE_URL")
-        if base and not base.startswith(("http://", "https://")):
-            raise ConfigError(f"JIRA_BASE_URL must start with http:// or https://, got {base!r}")
+        base = _jira_base_url(base) if base else None
         if base and not (get("JIRA_PAT") or (get("JIRA_USER_EMAIL") and get("JIRA_API_TOKEN"))):
             raise ConfigError(
                 "JIRA_BASE_URL is set but no credentials: set JIRA_USER_EMAIL and JIRA_API_TOKEN "
@@ -77,11 +182,13 @@ class Settings:
         rules = get("RULES_FILE")
         return cls(
             redis_url=get("REDIS_URL"),
-            jira_base_url=base.rstrip("/") if base else None,
+            jira_base_url=base,
             jira_user_email=get("JIRA_USER_EMAIL"),
             jira_api_token=get("JIRA_API_TOKEN"),
             jira_pat=get("JIRA_PAT"),
             jira_webhook_secret=get("JIRA_WEBHOOK_SECRET"),
+            jira_webhook_token=get("JIRA_WEBHOOK_TOKEN"),
+            allow_unauthenticated_webhooks=_flag(env, "ALLOW_UNAUTHENTICATED_WEBHOOKS"),
             sendgrid_api_key=get("SENDGRID_API_KEY"),
             sendgrid_api_host=(get("SENDGRID_API_HOST") or cls.sendgrid_api_host).rstrip("/"),
             mail_from=get("MAIL_FROM") or cls.mail_from,
@@ -95,6 +202,7 @@ class Settings:
             job_timeout=_float(env, "RELANCE_JOB_TIMEOUT", cls.job_timeout),
             maintenance_interval=_float(env, "RELANCE_MAINTENANCE_INTERVAL", cls.maintenance_interval),
             timer_poll=_float(env, "RELANCE_TIMER_POLL", cls.timer_poll),
+            retention=_duration(env, "RELANCE_RETENTION", cls.retention),
         )
 
     def replace(self, **changes) -> "Settings":
