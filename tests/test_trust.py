@@ -110,7 +110,7 @@ def test_a_path_in_a_key_is_ignored_by_the_worker_and_never_reaches_jira(service
     body["issue"]["key"] = "../../../../rest/api/2/priority"
     deliver(service, body, "p1")
     assert jira.requests == [] and sendgrid.requests == []
-    assert service.deliveries.outcome("p1").startswith("ignored: '../../../../REST/API/2/PRIORITY' is not a JIRA")
+    assert service.deliveries.outcome("p1").startswith("ignored: '../../../../rest/api/2/priority' is not a JIRA")
 
 
 def test_the_jira_client_itself_refuses_a_key_that_would_leave_the_issue_path(jira):

@@ -54,6 +54,23 @@ def test_a_redelivery_after_processing_is_not_queued_again(client, redis):
     assert queued(redis) == []
 
 
+@pytest.mark.parametrize("issue", [{"key": "../../../../rest/api/2/priority"}, {"key": "SUP-1\n"},
+                                   {"key": "SUP-1", "id": "1/../2"}])
+def test_a_key_or_id_that_could_become_a_path_is_ignored_with_a_reason_and_stores_nothing(client, redis, issue):
+    body = payload("02")
+    body["issue"].update(issue)
+    response = post(client, body)
+    assert response.status_code == 200 and response.json["status"] == "ignored"
+    assert "is not a JIRA issue" in response.json["reason"]
+    assert queued(redis) == [] and DeliveryStore(redis).body("d-1") is None
+
+
+def test_an_accepted_body_is_kept_until_processed_for_the_whole_retention(settings, redis):
+    client = create_app(settings.replace(retention=1000 * 86400)).test_client()
+    assert post(client, payload("02")).status_code == 202
+    assert 999 * 86400 < redis.ttl("relance:delivery:d-1") <= 1000 * 86400
+
+
 def test_without_identifier_the_body_hash_dedupes(client, redis):
     assert post(client, payload("02"), delivery=None).status_code == 202
     assert post(client, payload("02"), delivery=None).status_code == 200

@@ -69,7 +69,8 @@ def create_app(config: Settings | dict | None = None) -> Flask:
     app = Flask(__name__, template_folder=str(settings.templates_dir))
     app.config["MAX_CONTENT_LENGTH"] = defaults.MAX_BODY_BYTES
     redis = redis_from_url(settings.redis_url, socket_timeout=defaults.REDIS_SOCKET_TIMEOUT_SECONDS)
-    app.extensions["relance"] = Edge(settings, redis, make_queue(redis, settings.queue_name), DeliveryStore(redis))
+    app.extensions["relance"] = Edge(settings, redis, make_queue(redis, settings.queue_name),
+                                        DeliveryStore(redis, keep=settings.retention))
 
     from . import health, jira, operator
     app.register_blueprint(jira.bp)

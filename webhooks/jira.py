@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, jsonify, request
 from redis.exceptions import RedisError
 
 from workers.deliveries import delivery_id
-from workers.events import HANDLED_EVENTS
+from workers.events import HANDLED_EVENTS, identity_problem
 from workers.queue import enqueue_delivery
 
 from .signature import verify, verify_token
@@ -62,6 +62,9 @@ def receive():
         return _answer(400, error="not a JIRA webhook", reason="no 'webhookEvent' in the body")
     if event is not None and event not in HANDLED_EVENTS:
         return _answer(200, status="ignored", reason=f"no rule reads {event} events")
+    problem = identity_problem(payload)
+    if problem:
+        return _answer(200, status="ignored", reason=problem)
 
     did = delivery_id(request.headers.get("X-Atlassian-Webhook-Identifier"), body)
     try:

@@ -158,6 +158,18 @@ def _timestamp(body, fields) -> int | None:
     return None
 
 
+def identity_problem(body: dict) -> str | None:
+    """Why the ticket a webhook body names cannot be a JIRA ticket (a key or id that could
+    become a path), or None. The web edge answers such a body 200 ignored; parse_event refuses it."""
+    issue = body.get("issue") if isinstance(body.get("issue"), dict) else {}
+    key, issue_id = _str(issue.get("key")), _str(issue.get("id"))
+    if key is not None and not ISSUE_KEY.fullmatch(key.upper()):
+        return f"{key[:40]!r} is not a JIRA issue key (PROJECT-123)"
+    if issue_id is not None and not ISSUE_ID.fullmatch(issue_id):
+        return f"{issue_id[:40]!r} is not a JIRA issue id (digits)"
+    return None
+
+
 def parse_event(body) -> TicketEvent:
     """Read a decoded webhook body. Raises PayloadError if it is no JIRA event."""
     if not isinstance(body, dict):
@@ -186,12 +198,11 @@ def parse_event(body) -> TicketEvent:
     priority = fields.get("priority") if isinstance(fields.get("priority"), dict) else {}
     project = fields.get("project") if isinstance(fields.get("project"), dict) else {}
     labels = fields.get("labels") if isinstance(fields.get("labels"), list) else []
+    problem = identity_problem({"issue": {"key": issue.get("key"), "id": issue_id}})
+    if problem:
+        raise PayloadError(problem)
     key = _str(issue.get("key"))
     key = key.upper() if key else None
-    if key is not None and not ISSUE_KEY.fullmatch(key):
-        raise PayloadError(f"{key[:40]!r} is not a JIRA issue key (PROJECT-123)")
-    if issue_id is not None and not ISSUE_ID.fullmatch(issue_id):
-        raise PayloadError(f"{issue_id[:40]!r} is not a JIRA issue id (digits)")
     return TicketEvent(
         webhook_event=webhook_event,
         issue_key=key,
