@@ -80,11 +80,9 @@ def test_preview_refuses_an_unknown_template(tmp_path):
 
 
 def copy_of_the_project(target: Path) -> Path:
-    """The code, templates, rules and Procfile in ``target``: its private Redis keeps data in target/.relance."""
-    for folder in ("relance", "workers", "webhooks", "templates"):
-        shutil.copytree(PROJECT_ROOT / folder, target / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("Procfile", "rules.yaml"):
-        shutil.copy(PROJECT_ROOT / name, target)
+    """The project without its venv, git and run data: its private Redis keeps data in target/.relance."""
+    shutil.copytree(PROJECT_ROOT, target, ignore=shutil.ignore_patterns(
+        ".venv", ".git", ".relance", "outbox", "tests", "__pycache__", ".hypothesis", "*.egg-info", "build"))
     return target
 
 
