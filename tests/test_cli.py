@@ -129,8 +129,12 @@ def test_ctrl_c_stops_web_and_worker_then_redis_without_tracebacks(tmp_path):
         os.killpg(up.pid, signal.SIGINT)                  # Ctrl-C
         assert up.wait(timeout=15) == 130
     finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGKILL)
+        if up.poll() is None:   # the test failed first: honcho's processes have sessions of their own, so
+            os.killpg(up.pid, signal.SIGTERM)             # let honcho stop them, and only then force it
+            try:
+                up.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(up.pid, signal.SIGKILL)
         if redis_pid and not process_is_gone(redis_pid):
             os.kill(redis_pid, signal.SIGKILL)
             raise AssertionError("the private redis-server outlived `relance up`")
