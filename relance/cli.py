@@ -96,6 +96,11 @@ def cmd_worker(args) -> int:
 
 
 def cmd_up(args) -> int:
+    """Run the Procfile's processes; with no REDIS_URL, on a private Redis started first and stopped last.
+
+    On Ctrl-C (or SIGTERM) honcho stops web and worker; the private Redis runs in a session
+    of its own, so the signal does not reach it, and it is stopped only once they have exited.
+    """
     from honcho.environ import parse_procfile
     from honcho.manager import Manager
 
@@ -110,30 +115,31 @@ def cmd_up(args) -> int:
     env = dict(os.environ)
     env.setdefault("PORT", str(args.port))
     embedded = None
-    if not settings.redis_url:
-        embedded = EmbeddedRedis(PROJECT_ROOT / defaults.EMBEDDED_REDIS_DIR).start()
-        env["REDIS_URL"] = embedded.url
-        print(f"relance: private Redis on {embedded.url} (data in {defaults.EMBEDDED_REDIS_DIR})")
-    print(f"relance: webhooks at http://127.0.0.1:{env['PORT']}/webhooks/jira")
-    if not settings.operator_password:
-        env["OPERATOR_PASSWORD"] = secrets.token_urlsafe(12)
-        print(f"relance: email previews at http://127.0.0.1:{env['PORT']}/operator/emails "
-              f"(user {settings.operator_user}, password {env['OPERATOR_PASSWORD']} for this run; "
-              f"set OPERATOR_PASSWORD to choose one)")
-    print("relance: JIRA " + (settings.jira_base_url or "dry run (set JIRA_BASE_URL to act)")
-          + "; mail " + ("SendGrid" if settings.sendgrid_configured else f"to the outbox {settings.outbox_dir}"))
-    procfile = parse_procfile((PROJECT_ROOT / "Procfile").read_text())
-    manager = Manager()
-    # The Procfile's `python` and `gunicorn` are this interpreter's (the project's venv).
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    for name, cmd in procfile.processes.items():
-        manager.add_process(name, cmd, env=env, cwd=str(PROJECT_ROOT))
     try:
-        manager.loop()
+        if not settings.redis_url:
+            embedded = EmbeddedRedis(PROJECT_ROOT / defaults.EMBEDDED_REDIS_DIR).start()
+            env["REDIS_URL"] = embedded.url
+            print(f"relance: private Redis on {embedded.url} (data in {defaults.EMBEDDED_REDIS_DIR})")
+        print(f"relance: webhooks at http://127.0.0.1:{env['PORT']}/webhooks/jira")
+        if not settings.operator_password:
+            env["OPERATOR_PASSWORD"] = secrets.token_urlsafe(12)
+            print(f"relance: email previews at http://127.0.0.1:{env['PORT']}/operator/emails "
+                  f"(user {settings.operator_user}, password {env['OPERATOR_PASSWORD']} for this run; "
+                  f"set OPERATOR_PASSWORD to choose one)")
+        print("relance: JIRA " + (settings.jira_base_url or "dry run (set JIRA_BASE_URL to act)")
+              + "; mail " + ("SendGrid" if settings.sendgrid_configured else f"to the outbox {settings.outbox_dir}"))
+        procfile = parse_procfile((PROJECT_ROOT / "Procfile").read_text())
+        manager = Manager()
+        # The Procfile's `python` and `gunicorn` are this interpreter's (the project's venv).
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        for name, cmd in procfile.processes.items():
+            manager.add_process(name, cmd, env=env, cwd=str(PROJECT_ROOT))
+        manager.loop()                  # returns once every process has exited
+        return manager.returncode or 0
     finally:
         if embedded:
             embedded.stop()
-    return manager.returncode or 0
+            print("relance: private Redis stopped", flush=True)
 
 
 def main(argv=None) -> int:
@@ -160,3 +166,5 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"relance: configuration error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:           # Ctrl-C before a command installed its own handling
+        return 130

@@ -7,8 +7,10 @@ The binary is Debian's ``redis-server`` when on PATH, else the one shipped in th
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -42,10 +44,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent():
+    """Run in the child before exec (Linux): SIGTERM it when the process that started it dies."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class EmbeddedRedis:
     """A redis-server child process on 127.0.0.1 with ``noeviction`` (timers must never be evicted).
 
     ``persist=True`` keeps an append-only file in ``directory`` so timers survive a restart.
+    It runs in a session of its own, so a terminal's Ctrl-C reaches the processes using it
+    but not Redis: whoever started it stops it (``stop``) once they are done. On Linux it
+    is also stopped if its parent dies without doing so.
     """
 
     def __init__(self, directory: Path, port: int | None = None, persist: bool = True):
@@ -64,7 +76,17 @@ class EmbeddedRedis:
                 "--dir", str(self.directory.resolve()), "--maxmemory-policy", "noeviction",
                 "--save", "", "--appendonly", "yes" if self.persist else "no",
                 "--logfile", "redis.log", "--protected-mode", "yes"]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        start_new_session=True,
+                                        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        try:
+            self._wait_until_up(timeout)
+        except BaseException:       # a Ctrl-C while waiting too: no Redis left behind
+            self.stop()
+            raise
+        return self
+
+    def _wait_until_up(self, timeout: float) -> None:
         client = Redis(port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + timeout
         while True:
@@ -73,10 +95,9 @@ class EmbeddedRedis:
                 raise RedisUnavailable(f"redis-server exited with {self.process.returncode}: {err.strip()}")
             try:
                 if client.ping():
-                    return self
+                    return
             except RedisError:
                 if time.monotonic() > deadline:
-                    self.stop()
                     raise RedisUnavailable(f"redis-server did not answer on port {self.port} within {timeout}s")
             time.sleep(0.05)   # polling a child process's port: there is no event to await
 

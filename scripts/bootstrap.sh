@@ -19,6 +19,10 @@ want="$(sha256sum "$here/pyproject.toml" | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "relance: installing dependencies into .venv ..." >&2
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$here[test]" >&2
+  # setuptools tells every flat-layout editable install that folders named like its packages in
+  # the working directory may shadow them (its category says: InformationOnly). Here they are
+  # those very packages, so that one notice is filtered, by its first words; other warnings show.
+  PYTHONWARNINGS="ignore:Editable installation" \
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$here[test]" >&2
   echo "$want" > "$stamp"
 fi

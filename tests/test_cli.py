@@ -1,9 +1,16 @@
 """The command line: exit codes and messages a user (or a deploy) sees."""
 
 import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
+from pathlib import Path
 
+from relance.embedded import free_port
 from workers.settings import PROJECT_ROOT
 
 
@@ -70,3 +77,71 @@ def test_preview_writes_html_and_text_for_each_template(tmp_path):
 def test_preview_refuses_an_unknown_template(tmp_path):
     result = relance("preview", "nope", "--out", str(tmp_path))
     assert result.returncode == 2 and "no template nope" in result.stderr
+
+
+def copy_of_the_project(target: Path) -> Path:
+    """The project without its venv, git and run data: its private Redis keeps data in target/.relance."""
+    shutil.copytree(PROJECT_ROOT, target, ignore=shutil.ignore_patterns(
+        ".venv", ".git", ".relance", "outbox", "tests", "__pycache__", ".hypothesis", "*.egg-info", "build"))
+    return target
+
+
+def process_is_gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")    # a zombie is gone too
+    except FileNotFoundError:
+        return True
+
+
+def redis_server_pid(port: int) -> int:
+    """The pid of the redis-server on ``port`` (it retitles itself ``redis-server 127.0.0.1:<port>``)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            title = cmdline.read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if b"redis-server" in title and re.search(rb"[: ]%d\b" % port, title):
+            return int(cmdline.parent.name)
+    raise AssertionError(f"no redis-server on port {port}")
+
+
+def test_ctrl_c_stops_web_and_worker_then_redis_without_tracebacks(tmp_path):
+    root, port = copy_of_the_project(tmp_path / "relance"), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PORT")}
+    env |= {"RULES_FILE": str(root / "rules.yaml"), "OUTBOX_DIR": str(tmp_path / "outbox"), "PYTHONUNBUFFERED": "1"}
+    log = tmp_path / "up.log"
+    with log.open("w") as out:
+        up = subprocess.Popen([sys.executable, "-m", "relance", "up", "--port", str(port)], cwd=root, env=env,
+                              stdout=out, stderr=subprocess.STDOUT, process_group=0)   # as a terminal runs it
+    redis_pid = None
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                assert up.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)     # a child process's port: there is no event to await
+        redis_port = int(re.search(r"private Redis on redis://127.0.0.1:(\d+)/", log.read_text()).group(1))
+        redis_pid = redis_server_pid(redis_port)
+        os.killpg(up.pid, signal.SIGINT)                  # Ctrl-C
+        assert up.wait(timeout=15) == 130
+    finally:
+        if up.poll() is None:   # the test failed first: honcho's processes have sessions of their own, so
+            os.killpg(up.pid, signal.SIGTERM)             # let honcho stop them, and only then force it
+            try:
+                up.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(up.pid, signal.SIGKILL)
+        if redis_pid and not process_is_gone(redis_pid):
+            os.kill(redis_pid, signal.SIGKILL)
+            raise AssertionError("the private redis-server outlived `relance up`")
+    output = log.read_text()
+    assert "Traceback" not in output and "Error" not in output, output
+    lines = output.splitlines()
+    stopped = [next(i for i, line in enumerate(lines) if marker in line)
+               for marker in ("web stopped", "worker stopped", "relance: private Redis stopped")]
+    assert stopped[2] > max(stopped[:2]), output         # Redis last
+    assert (root / ".relance" / "redis").is_dir()         # the copy's, not the developer's

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
@@ -580,14 +584,44 @@ def test_sendgrid_wait_for_blocks_until_a_message_arrives(sendgrid_server):
 # --------------------------------------------------------------------------- contracts
 
 
-def test_contract_files_are_up_to_date_with_the_specs():
-    """Re-running tests/contracts/extract.py reproduces the committed files (when specs are available)."""
+def _extract_module():
     spec = importlib.util.spec_from_file_location("contracts_extract", CONTRACTS / "extract.py")
     extract = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(extract)
-    if not extract.DEFAULT_SPECS.is_dir():
-        pytest.skip(f"{extract.DEFAULT_SPECS} not available (only in the development workspace)")
-    jira_doc = extract.extract_jira(extract.DEFAULT_SPECS / extract.JIRA_SPEC)
-    sendgrid_doc = extract.extract_sendgrid(extract.DEFAULT_SPECS / extract.SENDGRID_SPEC)
+    return extract
+
+
+def _specs_or_skip(extract) -> Path:
+    specs = extract.find_specs()
+    if specs is None:
+        pytest.skip(f"no API specs at {', '.join(map(str, extract.specs_candidates()))}: they are in "
+                    f"shared/specs beside the clone (as in CI), or set {extract.SPECS_ENV}")
+    return specs
+
+
+def test_contract_files_are_up_to_date_with_the_specs():
+    """Re-running tests/contracts/extract.py reproduces the committed files (when specs are available)."""
+    extract = _extract_module()
+    specs = _specs_or_skip(extract)
+    jira_doc = extract.extract_jira(specs / extract.JIRA_SPEC)
+    sendgrid_doc = extract.extract_sendgrid(specs / extract.SENDGRID_SPEC)
     assert json.loads((CONTRACTS / "jira-v2-subset.json").read_text()) == jira_doc
     assert json.loads((CONTRACTS / "sendgrid-mail-send.schema.json").read_text()) == sendgrid_doc
+
+
+def test_the_freshness_check_runs_in_a_clone_reached_through_a_symlink(tmp_path):
+    """A shell in <workspace>/clone, a symlink, with <workspace>/shared/specs beside it: the check runs."""
+    specs = _specs_or_skip(_extract_module())
+    workspace, elsewhere = tmp_path / "workspace", tmp_path / "elsewhere" / "clone"
+    (workspace / "shared").mkdir(parents=True)
+    (workspace / "shared" / "specs").symlink_to(specs)
+    root = CONTRACTS.parents[1]
+    shutil.copytree(root / "tests", elsewhere / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(root / "pyproject.toml", elsewhere)
+    (workspace / "clone").symlink_to(elsewhere)
+    env = {k: v for k, v in os.environ.items() if k != "RELANCE_SPECS_DIR"}
+    env |= {"PWD": str(workspace / "clone"), "PYTHONPATH": str(root)}     # the code under test stays this one
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs",
+                             "tests/test_standins.py::test_contract_files_are_up_to_date_with_the_specs"],
+                            cwd=workspace / "clone", env=env, capture_output=True, text=True, timeout=60)
+    assert "1 passed" in result.stdout, result.stdout + result.stderr

@@ -11,12 +11,12 @@ from typing import Annotated, Literal
 
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from babel import Locale, UnknownLocaleError
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
                       field_validator, model_validator)
 
 from .exceptions import RulesError
+from .rules_yaml import read_yaml, where
 
 LIFECYCLE_STATES = ("open", "waiting_for_feedback", "resolved", "reopened", "closed")
 RECIPIENT_ROLES = ("reporter", "assignee")
@@ -30,7 +30,7 @@ def parse_duration(value) -> int:
 
     A bare integer counts seconds. Raises ValueError on anything else.
     """
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValueError("a duration is like 30s, 15m, 72h or 5d")
     if isinstance(value, int):
         if value <= 0:
@@ -140,7 +140,7 @@ def _check_time_zone(value: str | None) -> str | None:
     if value is not None:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):    # OSError: a name too long for a file name
             raise ValueError(f"unknown time zone {value!r} (use an IANA name like Europe/Paris)") from None
     return value
 
@@ -232,59 +232,10 @@ class _Located(ValueError):
         self.path = path
 
 
-def _compose_with_lines(text: str):
-    """YAML text -> (data, {path tuple: 1-based line}). Duplicate keys are errors."""
-    loader = yaml.SafeLoader(text)
-    lines: dict[tuple, int] = {}
-    problems: list[str] = []
-
-    def walk(node, path):
-        lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            out = {}
-            for key_node, value_node in node.value:
-                key = loader.construct_object(key_node, deep=True)
-                if key in out:
-                    problems.append(f"{key_node.start_mark.line + 1}: {_where(path + (key,))}: duplicate key")
-                lines[path + (key,)] = key_node.start_mark.line + 1
-                out[key] = walk(value_node, path + (key,))
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [walk(v, path + (i,)) for i, v in enumerate(node.value)]
-        return loader.construct_object(node, deep=True)
-
-    try:
-        node = loader.get_single_node()
-        data = walk(node, ()) if node is not None else None
-    finally:
-        loader.dispose()
-    return data, lines, problems
-
-
-def _where(path) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "file"
-
-
-def _line_of(path, lines) -> int:
-    path = tuple(path)
-    while path and path not in lines:
-        path = path[:-1]
-    return lines.get(path, 1)
-
-
 def parse_rules(text: str, source: str = "rules.yaml", templates_dir: Path | None = None) -> RuleSet:
     """Validate rules text; raise RulesError listing every problem with its line."""
-    try:
-        data, lines, problems = _compose_with_lines(text)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else 1
-        raise RulesError(source, [f"{line}: invalid YAML: {e.problem or e.context}"]) from None
-    if problems:
-        raise RulesError(source, problems)
+    document = read_yaml(text, source)
+    data = document.data
     if not isinstance(data, dict):
         raise RulesError(source, ["1: file: the rules file must be a mapping with 'statuses' and 'rules'"])
     try:
@@ -299,7 +250,7 @@ def parse_rules(text: str, source: str = "rules.yaml", templates_dir: Path | Non
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = f"unknown key {loc[-1]!r}"
-            out.append(f"{_line_of(loc, lines)}: {_where(loc)}: {msg}")
+            out.append(f"{document.line_of(loc)}: {where(loc)}: {msg}")
         raise RulesError(source, out) from None
     if templates_dir is not None:
         missing = []
@@ -308,7 +259,7 @@ def parse_rules(text: str, source: str = "rules.yaml", templates_dir: Path | Non
                 if action.email and not (Path(templates_dir) / "emails" / ruleset.locale.replace("-", "_").split("_")[0]
                                          / f"{action.email.template}.html").is_file():
                     loc = ("rules", i, "do", j, "email", "template")
-                    missing.append(f"{_line_of(loc, lines)}: {_where(loc)}: no template "
+                    missing.append(f"{document.line_of(loc)}: {where(loc)}: no template "
                                    f"{action.email.template!r} for locale {ruleset.locale!r} in {templates_dir}")
         if missing:
             raise RulesError(source, missing)

@@ -1,6 +1,6 @@
 """Extract the request/response schemas the test stand-ins need from the public API specs.
 
-Reads ../shared/specs (relative to the repository root) and writes, next to this file:
+Reads ../shared/specs (beside the clone; $RELANCE_SPECS_DIR overrides) and writes, next to this file:
 
 - jira-v2-subset.json: the JIRA operations the stand-in serves (method, v2 path,
   request schema, success response schema) plus every component schema they reach
@@ -19,13 +19,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-DEFAULT_SPECS = REPO.parent / "shared" / "specs"
+SPECS_ENV = "RELANCE_SPECS_DIR"
 
 JIRA_SPEC = "jira-platform-v3.openapi.json"
 SENDGRID_SPEC = "sendgrid-mail-v3.openapi.json"
@@ -69,6 +70,29 @@ SENDGRID_OVERRIDES = {
         "additionalProperties": {"type": "string"},
     },
 }
+
+
+def specs_candidates() -> list[Path]:
+    """Where the specs may be: $RELANCE_SPECS_DIR if set, else shared/specs beside the clone.
+
+    The clone is taken as the shell reached it ($PWD, which keeps symlinks, when that is the
+    clone's root) before the physical path: a clone reached through a symlink resolves to a
+    folder that has no shared/ beside it.
+    """
+    if os.environ.get(SPECS_ENV):
+        return [Path(os.environ[SPECS_ENV])]
+    clones = [REPO]
+    try:
+        if os.path.samefile(os.environ.get("PWD", ""), REPO):
+            clones.insert(0, Path(os.environ["PWD"]))
+    except OSError:
+        pass
+    return list(dict.fromkeys(clone.parent / "shared" / "specs" for clone in clones))
+
+
+def find_specs() -> Path | None:
+    """The first of specs_candidates() that is a folder, or None."""
+    return next((path for path in specs_candidates() if path.is_dir()), None)
 
 
 def _sha256(path: Path) -> str:
@@ -231,9 +255,10 @@ def _write(path: Path, document: dict[str, Any]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    specs = Path(argv[1]) if len(argv) > 1 else DEFAULT_SPECS
-    if not specs.is_dir():
-        print(f"specs directory not found: {specs}", file=sys.stderr)
+    specs = Path(argv[1]) if len(argv) > 1 else find_specs()
+    if specs is None or not specs.is_dir():
+        looked = [specs] if specs else specs_candidates()
+        print(f"specs directory not found: {', '.join(map(str, looked))}", file=sys.stderr)
         return 1
     _write(HERE / "jira-v2-subset.json", extract_jira(specs / JIRA_SPEC))
     _write(HERE / "sendgrid-mail-send.schema.json", extract_sendgrid(specs / SENDGRID_SPEC))

@@ -1,0 +1,56 @@
+"""What the worker process prints: job outcomes and warnings, not RQ's every-15-seconds maintenance."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+from workers.context import Context
+from workers.queue import make_queue
+from workers.settings import PROJECT_ROOT
+from workers.worker import make_worker
+
+
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def cleaning(self, level):
+        return [r.getMessage() for r in self.records if r.levelno == level and "cleaning" in r.getMessage()]
+
+
+def test_a_worker_run_shows_job_outcomes_and_no_maintenance_lines(redis, redis_server, tmp_path):
+    job = make_queue(redis).enqueue("os.getpid")
+    env = {**os.environ, "REDIS_URL": redis_server.url, "OUTBOX_DIR": str(tmp_path / "outbox")}
+    result = subprocess.run([sys.executable, "-m", "relance", "worker", "--burst"], cwd=PROJECT_ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert f"Job OK ({job.id})" in output                 # a burst run does one maintenance pass first
+    assert "cleaning" not in output and "INFO" in output
+
+
+def test_maintenance_passes_log_at_debug_not_info(settings, redis):
+    worker = make_worker(Context.build(settings, redis))
+    rq_log, records = logging.getLogger("rq.worker"), Records()
+    level = rq_log.level
+    rq_log.addHandler(records)
+    try:
+        rq_log.setLevel(logging.INFO)
+        worker.run_maintenance_tasks()
+        worker.run_maintenance_tasks()
+        worker.log.warning("a warning still shows")
+        assert records.cleaning(logging.INFO) == []
+        assert [r.getMessage() for r in records.records] == ["a warning still shows"]
+        rq_log.setLevel(logging.DEBUG)                     # and when debugging, the lines are there
+        worker.run_maintenance_tasks()
+        assert records.cleaning(logging.DEBUG) == [f"Worker {worker.name}: cleaning registries for queue: relance"]
+    finally:
+        rq_log.removeHandler(records)
+        rq_log.setLevel(level)
