@@ -4,6 +4,8 @@ up      the whole service: private Redis (unless REDIS_URL), web and worker from
 worker  one worker process (what the Procfile's ``worker:`` runs)
 check   validate the rules file and render every email template; exit 1 with line-numbered errors
 preview render email templates with sample data to HTML and text files
+failures list the jobs that gave up after all their retries
+retry   queue failed jobs again (ids from ``failures``, or --all)
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import os
 import secrets
 import sys
 from pathlib import Path
+
+from redis.exceptions import RedisError
 
 from workers import defaults
 from workers.exceptions import ConfigError, RulesError
@@ -119,6 +123,7 @@ def cmd_up(args) -> int:
         if not settings.redis_url:
             embedded = EmbeddedRedis(PROJECT_ROOT / defaults.EMBEDDED_REDIS_DIR).start()
             env["REDIS_URL"] = embedded.url
+            _url_file().write_text(embedded.url)     # so `relance failures` finds it without REDIS_URL
             print(f"relance: private Redis on {embedded.url} (data in {defaults.EMBEDDED_REDIS_DIR})")
         print(f"relance: webhooks at http://127.0.0.1:{env['PORT']}/webhooks/jira")
         if not settings.operator_password:
@@ -138,8 +143,63 @@ def cmd_up(args) -> int:
         return manager.returncode or 0
     finally:
         if embedded:
+            _url_file().unlink(missing_ok=True)
             embedded.stop()
             print("relance: private Redis stopped", flush=True)
+
+
+def _url_file() -> Path:
+    return PROJECT_ROOT / defaults.EMBEDDED_REDIS_DIR / "url"
+
+
+def _redis_for_cli(settings: Settings):
+    """REDIS_URL's Redis, else the private one `relance up` is running; ConfigError if neither."""
+    from workers.connection import redis_from_url
+    url = settings.redis_url or (_url_file().read_text().strip() if _url_file().is_file() else None)
+    if not url:
+        raise ConfigError("REDIS_URL is not set and no `relance up` is running here")
+    return redis_from_url(url, socket_timeout=defaults.REDIS_SOCKET_TIMEOUT_SECONDS)
+
+
+def _failure_store(settings: Settings):
+    from workers.failures import FailureStore
+    return FailureStore(_redis_for_cli(settings), settings.retention)
+
+
+def cmd_failures(args) -> int:
+    """List the jobs that gave up after all their retries, newest first."""
+    from datetime import datetime, timezone
+    settings = Settings.from_env()
+    failures = _failure_store(settings).list(limit=args.limit)
+    if not failures:
+        print("no failures")
+        return 0
+    print(f"{'JOB':<44} {'KIND':<9} {'TICKET':<12} {'TRIES':>5}  {'GAVE UP (UTC)':<19}  REASON")
+    for f in failures:
+        when = datetime.fromtimestamp(f.failed_at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        reason = " ".join(f.reason.split())
+        print(f"{f.job_id:<44} {f.kind:<9} {f.ticket or '-':<12} {f.attempts:>5}  {when:<19}  {reason[:100]}")
+    return 0
+
+
+def cmd_retry(args) -> int:
+    """Queue failed work again with a fresh retry schedule; the effects ledger skips what was done."""
+    from workers.queue import make_queue
+    settings = Settings.from_env()
+    store = _failure_store(settings)
+    queue = make_queue(store.redis, settings.queue_name)
+    ids = [f.job_id for f in store.list(limit=store.count())] if args.all else args.job_ids
+    if not ids:
+        print("relance: give failed job ids (see `relance failures`) or --all", file=sys.stderr)
+        return 0 if args.all else 2
+    status = 0
+    for job_id in ids:
+        try:
+            print(f"{job_id}: queued again as {store.retry(job_id, queue, settings.job_timeout)}")
+        except KeyError:
+            print(f"relance: no failure {job_id!r} (see `relance failures`)", file=sys.stderr)
+            status = 1
+    return status
 
 
 def main(argv=None) -> int:
@@ -160,11 +220,21 @@ def main(argv=None) -> int:
     preview.add_argument("--locale", action="append", help="locale, e.g. fr or fr_FR (repeatable; default: all)")
     preview.add_argument("--out", default=str(PROJECT_ROOT / ".relance" / "preview"), help="output folder")
     preview.set_defaults(func=cmd_preview)
+    failures = sub.add_parser("failures", help="list the jobs that gave up after all their retries")
+    failures.add_argument("--limit", type=int, default=100)
+    failures.set_defaults(func=cmd_failures)
+    retry = sub.add_parser("retry", help="queue failed jobs again")
+    retry.add_argument("job_ids", nargs="*", metavar="JOB", help="job ids from `relance failures`")
+    retry.add_argument("--all", action="store_true", help="every failed job")
+    retry.set_defaults(func=cmd_retry)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except ConfigError as e:
         print(f"relance: configuration error: {e}", file=sys.stderr)
         return 2
+    except RedisError as e:
+        print(f"relance: Redis unavailable: {e}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:           # Ctrl-C before a command installed its own handling
         return 130

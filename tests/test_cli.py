@@ -145,3 +145,29 @@ def test_ctrl_c_stops_web_and_worker_then_redis_without_tracebacks(tmp_path):
                for marker in ("web stopped", "worker stopped", "relance: private Redis stopped")]
     assert stopped[2] > max(stopped[:2]), output         # Redis last
     assert (root / ".relance" / "redis").is_dir()         # the copy's, not the developer's
+
+
+def test_failures_lists_jobs_that_gave_up_and_retry_queues_them_again(redis_server, redis):
+    from workers.failures import FailureStore
+    from workers.queue import make_queue
+    FailureStore(redis).record("delivery-d1", "workers.jobs.process_delivery", ["d1"], "SUP-1",
+                               "TransientError: JIRA GET issue/SUP-1: 503 Service Unavailable", 10)
+    env = {"REDIS_URL": redis_server.url}
+    listed = relance("failures", env=env)
+    assert listed.returncode == 0
+    [header, row] = listed.stdout.strip().splitlines()
+    assert header.split()[:4] == ["JOB", "KIND", "TICKET", "TRIES"]
+    assert row.split()[:4] == ["delivery-d1", "delivery", "SUP-1", "10"] and "503 Service Unavailable" in row
+
+    retried = relance("retry", "delivery-d1", env=env)
+    assert retried.returncode == 0 and "delivery-d1: queued again as delivery-d1_retry" in retried.stdout
+    [job_id] = make_queue(redis).job_ids
+    assert job_id.startswith("delivery-d1_retry")
+    assert relance("failures", env=env).stdout.strip() == "no failures"
+
+
+def test_retry_of_an_unknown_job_and_a_cli_without_redis_exit_non_zero(redis_server, redis):
+    unknown = relance("retry", "delivery-nope", env={"REDIS_URL": redis_server.url})
+    assert unknown.returncode == 1 and "no failure 'delivery-nope'" in unknown.stderr
+    down = relance("failures", env={"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    assert down.returncode == 3 and "Redis unavailable" in down.stderr

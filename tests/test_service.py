@@ -61,7 +61,7 @@ class Service:
             try:
                 if requests.get(f"{self.url}/healthz", timeout=1).ok:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):     # not up yet, or slow on a busy machine
                 pass
             assert self.web.poll() is None, "web process exited"
             assert time.monotonic() < deadline, "web did not start"
@@ -110,9 +110,11 @@ def service(redis, redis_server, jira, sendgrid, tmp_path):
                MAIL_FROM="Acme Support <support@acme.example>", RELANCE_JOB_TIMEOUT=str(JOB_TIMEOUT),
                RELANCE_MAINTENANCE_INTERVAL="1")
     svc = Service(env)
-    svc.start_web()
-    yield svc
-    svc.stop()
+    try:
+        svc.start_web()
+        yield svc
+    finally:
+        svc.stop()
 
 
 def transitions_posted(jira, key):
