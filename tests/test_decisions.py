@@ -105,7 +105,7 @@ def test_leaving_waiting_for_feedback_cancels_the_reminder():
 
 def test_skipped_rules_say_why():
     plan = decide(RULES, moved("In Progress", "Waiting for feedback"), TicketMemory(), T0)
-    assert dict(plan.skipped)["auto-close"] == "wants entered resolved; ticket left open, entered waiting_for_feedback"
+    assert dict(plan.skipped)["auto-close"] == "wants entered resolved; ticket left open, entered waiting_for_feedback by customer"
 
 
 @pytest.mark.parametrize("prefix", ["01", "03", "04", "05", "06", "07", "08", "10", "11", "12", "13"])

@@ -60,12 +60,12 @@ def test_a_timer_whose_retries_run_out_stays_in_the_index_parked_and_can_be_retr
     deliver(service, move(jira, KEY, "Resolved"), "d1")
     timer = service.timers.get("auto-close", KEY)
     jira.fail_next(2, status=503, retry_after=None, path_contains=f"/issue/{KEY}", method="GET")
-    [(m, gen)] = service.timers.claim(time.time() + 6 * 86400)
+    [(m, gen, due)] = service.timers.claim(time.time() + 6 * 86400)
     from workers.queue import enqueue_call
-    enqueue_call(service.queue, "workers.jobs.fire_timer", "timer-x", (m, gen), 60, retry=ONE_RETRY)
+    enqueue_call(service.queue, "workers.jobs.fire_timer", "timer-x", (m, gen, due), 60, retry=ONE_RETRY)
     run_worker(service, burst=True)
     [failure] = service.failures.list()
-    assert (failure.kind, failure.ticket, failure.args) == ("timer", KEY, (member("auto-close", KEY), gen))
+    assert (failure.kind, failure.ticket, failure.args) == ("timer", KEY, (member("auto-close", KEY), gen, due))
     parked = service.timers.get("auto-close", KEY)
     assert parked.generation == timer.generation and parked.due > time.time() + 80 * 86400
     assert service.timers.claim(time.time() + 6 * 86400) == []            # parked: not queued again and again

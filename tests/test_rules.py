@@ -91,8 +91,8 @@ def test_a_missing_template_is_refused(tmp_path):
     path.write_text(GOOD.replace("- transition: Closed", "- email: {to: reporter, template: nope}"))
     with pytest.raises(RulesError) as e:
         load_rules(path, PROJECT_ROOT / "templates")
-    assert e.value.problems == [f"9: rules[0].do[0].email.template: no template 'nope' for locale 'en' in "
-                                f"{PROJECT_ROOT / 'templates'}"]
+    assert e.value.problems == [f"9: rules[0].do[0].email.template: no template 'nope' for locale 'en' "
+                                f"(looked for emails/en/nope.html in {PROJECT_ROOT / 'templates'})"]
     assert str(e.value).startswith(f"{path}:9: ")
 
 
@@ -165,7 +165,7 @@ def test_a_whole_rule_can_be_merged_and_an_alias_reused():
         "    name: again\n"
         "  - {<<: *base, name: and-again, do: *close}\n")
     rules = parse_rules(text)
-    assert rules.rule("again").when.state == "resolved" and rules.rule("again").do[0].comment == "hi"
+    assert rules.rule("again").when.states == ("resolved",) and rules.rule("again").do[0].comment == "hi"
     assert rules.rule("and-again").do == rules.rule("auto-close").do
 
 

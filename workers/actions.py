@@ -44,6 +44,7 @@ class Ticket:
     comments: tuple[Comment, ...] = ()
     site_url: str | None = None
     project: str | None = None
+    issue_type: str | None = None
     event: TicketEvent | None = None      # what triggered the rule, if an event did
     since_ms: int | None = None           # when the ticket entered its current state
     times_reopened: int = 0
@@ -53,7 +54,8 @@ class Ticket:
         return cls(key=snap["key"], summary=snap.get("summary") or "", status=snap.get("status"),
                    priority=snap.get("priority"), labels=tuple(snap.get("labels") or ()),
                    reporter=Person.from_dict(snap.get("reporter")), assignee=Person.from_dict(snap.get("assignee")),
-                   site_url=snap.get("site_url"), project=snap.get("project"), **extra)
+                   site_url=snap.get("site_url"), project=snap.get("project"), issue_type=snap.get("issue_type"),
+                   **extra)
 
     @classmethod
     def from_issue(cls, key: str, issue: dict, event: TicketEvent | None = None, **extra) -> "Ticket":
@@ -70,7 +72,8 @@ class Ticket:
                    status=(f.get("status") or {}).get("name"), priority=(f.get("priority") or {}).get("name"),
                    labels=tuple(str(x) for x in labels) if isinstance(labels, list) else (),
                    reporter=_person(f.get("reporter")), assignee=_person(f.get("assignee")), comments=comments,
-                   project=(f.get("project") or {}).get("key"), event=event, **extra)
+                   project=(f.get("project") or {}).get("key"), issue_type=(f.get("issuetype") or {}).get("name"),
+                   event=event, **extra)
 
 
 def _name(p: Person | None) -> str:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from datetime import datetime, timezone
+
 from .events import TicketEvent
 from .lifecycle import Reading, TicketMemory, read_event
-from .rules import Action, RuleSet
+from .people import fits, role_of
+from .rules import Action, Rule, RuleSet, Trigger
 
 
 @dataclass(frozen=True)
@@ -45,36 +48,97 @@ def plan_effects(rules: RuleSet, rule_name: str) -> tuple[PlannedEffect, ...]:
     return tuple(PlannedEffect(rule.name, i, a) for i, a in enumerate(rule.do)) if rule else ()
 
 
-def decide(rules: RuleSet, event: TicketEvent, memory: TicketMemory, now_ms: int) -> Plan:
-    """What the rules make of ``event`` for a ticket last known as ``memory``."""
+def due_after(rules: RuleSet, rule: Rule, start_ms: int, seconds: int) -> int:
+    """When ``seconds`` after ``start_ms`` is, in the rule's calendar's working time if it has one."""
+    calendar = rules.calendar(rule.calendar) if rule.calendar else None
+    if calendar is None:
+        return start_ms + seconds * 1000
+    start = datetime.fromtimestamp(start_ms / 1000, timezone.utc)
+    return int(calendar.add_duration(start, seconds).timestamp() * 1000)
+
+
+def next_firing(rules: RuleSet, rule: Rule, fired_due_ms: int, firing: int) -> int | None:
+    """When a repeating rule fires again after its ``firing``-th firing (0 = the first), or None."""
+    if rule.repeat is None or firing >= rule.repeat.times:
+        return None
+    return due_after(rules, rule, fired_due_ms, rule.repeat.every)
+
+
+def view_of(rules: RuleSet, ticket) -> dict:
+    """What conditions read of a ticket: a TicketEvent (the payload) or a Ticket (as JIRA shows it)."""
+    return {"state": rules.state_of(ticket.status), "project": ticket.project, "issue_type": ticket.issue_type,
+            "priority": ticket.priority, "labels": ticket.labels}
+
+
+def conditions_fail(rules: RuleSet, rule: Rule, ticket) -> str | None:
+    """Why ``rule``'s ``if:`` does not hold for ``ticket`` now, or None if it holds (or has none)."""
+    if rule.conditions is None:
+        return None
+    return rule.conditions.failing(**view_of(rules, ticket))
+
+
+def _matches(trigger: Trigger, event: TicketEvent, reading: Reading, actor_role, author_role) -> bool:
+    t = reading.transition
+    kind = trigger.kind
+    if kind == "created":
+        return event.is_creation and fits(actor_role, trigger.who)
+    if kind == "commented":
+        return reading.new_comment and fits(author_role, trigger.who, comment=True)
+    if t is None:
+        return False
+    state = t.entered if kind == "entered" else t.left
+    return state in trigger.states and fits(actor_role, trigger.who)
+
+
+def decide(rules: RuleSet, event: TicketEvent, memory: TicketMemory, now_ms: int,
+           automation: frozenset = frozenset()) -> Plan:
+    """What the rules make of ``event`` for a ticket last known as ``memory``.
+
+    ``automation``: the JIRA accounts whose doings are automation's (relance's own).
+    """
     reading = read_event(rules, event, memory, now_ms)
     t = reading.transition
     if event.webhook_event == "jira:issue_deleted" and not reading.stale:
-        timed = tuple(r.name for r in rules.rules if r.after is not None)
+        timed = tuple(r.name for r in rules.rules if r.timed)
         return Plan(reading, cancel=timed, skipped=tuple((r.name, "ticket deleted") for r in rules.rules))
-    if reading.stale or (t is None and not event.is_creation):
+    if reading.stale or (t is None and not event.is_creation and not reading.new_comment):
         why = reading.note or "no lifecycle transition"
         return Plan(reading, skipped=tuple((r.name, why) for r in rules.rules))
 
+    actor_role = role_of(event.actor, event.reporter, rules.customers, automation)
+    author_role = role_of(event.comment.author if event.comment else None, event.reporter, rules.customers, automation)
     effects, arm, cancel, skipped = [], [], [], []
     ts = reading.memory.ts_ms or now_ms          # the event's time, unless it was not believed
-    happened = "ticket created" if t is None else f"ticket {t.describe()}"
+    happened = _happened(event, reading, actor_role, author_role)
     for rule in rules.rules:
-        state, kind = rule.when.state, rule.when.kind
-        # A timer is cancelled when the ticket leaves its state, even if we missed the event that said so.
-        if t and rule.after is not None and kind == "entered" and t.entered != state \
-                and state in (t.left, memory.state):
+        states = rule.when.states
+        # A timer is cancelled when the ticket leaves its state, even if we missed the event that said so,
+        # and when its cancel_on event happens.
+        if rule.timed and ((t and rule.when.kind == "entered" and t.entered not in states
+                            and (t.left in states or memory.state in states))
+                           or (rule.cancel_on and _matches(rule.cancel_on, event, reading, actor_role, author_role))):
             cancel.append(rule.name)
-        if kind == "created":
-            fires = event.is_creation
-        else:
-            fires = t is not None and ((kind == "entered" and t.entered == state) or (kind == "left" and t.left == state))
-        if not fires:
-            skipped.append((rule.name, f"wants {'creation' if kind == 'created' else f'{kind} {state}'}; {happened}"))
+        if not _matches(rule.when, event, reading, actor_role, author_role):
+            skipped.append((rule.name, f"wants {rule.when.describe()}; {happened}"))
         elif not rule.enabled:
             skipped.append((rule.name, "disabled"))
-        elif rule.after is not None:
-            arm.append(TimerArm(rule.name, ts + rule.after * 1000))
+        elif rule.timed:
+            if rule.name in cancel:
+                cancel.remove(rule.name)          # re-armed below: the arm replaces the pending timer
+            arm.append(TimerArm(rule.name, due_after(rules, rule, ts, rule.after)))
+        elif (why := conditions_fail(rules, rule, event)) is not None:
+            skipped.append((rule.name, f"if: {why}"))
         else:
             effects.extend(PlannedEffect(rule.name, i, a) for i, a in enumerate(rule.do))
     return Plan(reading, tuple(effects), tuple(arm), tuple(cancel), tuple(skipped))
+
+
+def _happened(event: TicketEvent, reading: Reading, actor_role, author_role) -> str:
+    parts = []
+    if event.is_creation:
+        parts.append("ticket created")
+    if reading.transition:
+        parts.append(f"ticket {reading.transition.describe()}" + (f" by {actor_role}" if actor_role else ""))
+    if reading.new_comment:
+        parts.append(f"a comment by {author_role or 'someone unknown'}")
+    return ", ".join(parts) or "nothing the rules read"

@@ -70,6 +70,7 @@ class TicketEvent:
     priority: str | None = None
     labels: tuple[str, ...] = ()
     project: str | None = None
+    issue_type: str | None = None
     reporter: Person | None = None
     assignee: Person | None = None
     actor: Person | None = None
@@ -81,11 +82,18 @@ class TicketEvent:
     def is_creation(self) -> bool:
         return self.webhook_event == "jira:issue_created"
 
+    @property
+    def adds_comment(self) -> bool:
+        """True if the event brings a comment made with it (not an edit or a deletion of one)."""
+        return (self.comment is not None and self.webhook_event not in ("comment_updated", "comment_deleted")
+                and self.event_type not in ("issue_comment_edited", "issue_comment_deleted"))
+
     def snapshot(self) -> dict:
         """The ticket as this event shows it, JSON-ready (kept for dry runs and emails)."""
         return {
             "key": self.issue_key, "id": self.issue_id, "status": self.status, "summary": self.summary,
             "priority": self.priority, "labels": list(self.labels), "project": self.project,
+            "issue_type": self.issue_type,
             "reporter": self.reporter.to_dict() if self.reporter else None,
             "assignee": self.assignee.to_dict() if self.assignee else None,
             "site_url": self.site_url,
@@ -197,6 +205,7 @@ def parse_event(body) -> TicketEvent:
     status = fields.get("status") if isinstance(fields.get("status"), dict) else {}
     priority = fields.get("priority") if isinstance(fields.get("priority"), dict) else {}
     project = fields.get("project") if isinstance(fields.get("project"), dict) else {}
+    issue_type = fields.get("issuetype") if isinstance(fields.get("issuetype"), dict) else {}
     labels = fields.get("labels") if isinstance(fields.get("labels"), list) else []
     problem = identity_problem({"issue": {"key": issue.get("key"), "id": issue_id}})
     if problem:
@@ -215,6 +224,7 @@ def parse_event(body) -> TicketEvent:
         priority=_str(priority.get("name")),
         labels=tuple(str(x) for x in labels),
         project=_str(project.get("key")),
+        issue_type=_str(issue_type.get("name")),
         reporter=_person(fields.get("reporter")),
         assignee=_person(fields.get("assignee")),
         actor=_person(body.get("user")) or (comment.author if comment else None),

@@ -130,7 +130,7 @@ def on_job_failure(job, connection, exc_type, exc_value, traceback) -> None:
     ctx.failures.record(job.id, job.func_name, args, ticket, reason, attempts)
     if job.func_name == DELIVERY_FUNC and args:
         ctx.deliveries.keep_for_retry(args[0])
-    elif job.func_name == TIMER_FUNC and len(args) == 2:
+    elif job.func_name == TIMER_FUNC and len(args) >= 2:
         ctx.timers.park(args[0], args[1], time.time() + ctx.failures.ttl)
     ctx.audit.record(ticket, "gave up", job=job.id, reason=reason,
                      note="kept for retry (relance failures / the operator pages)")

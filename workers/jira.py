@@ -103,7 +103,7 @@ class JiraClient:
             return response.json() if response.content else None
         raise AssertionError("unreachable")
 
-    def issue(self, key: str, fields: str = "summary,status,priority,labels,reporter,assignee,project,comment"):
+    def issue(self, key: str, fields: str = "summary,status,priority,labels,reporter,assignee,project,issuetype,comment"):
         """The ticket as JIRA shows it now (the ``fields`` asked for)."""
         return self._call("GET", f"issue/{_issue(key)}", params={"fields": fields})
 
@@ -151,6 +151,11 @@ class JiraClient:
             self._myself = self._call("GET", "myself")
         return self._myself
 
+    def own_accounts(self) -> frozenset:
+        """The ids (accountId, or username and key on Data Center) of the account relance acts as."""
+        me = self.myself()
+        return frozenset(v for v in (me.get("accountId"), me.get("name"), me.get("key")) if v)
+
     def has_comment(self, key: str, body: str) -> bool:
         """True if relance's own account has already posted ``body`` on the ticket."""
         me = self.myself()
@@ -183,6 +188,9 @@ class DryRunJira:
 
     def priorities(self):
         return self.DEFAULT_PRIORITIES
+
+    def own_accounts(self):
+        return frozenset()
 
 
 def make_jira(settings):

@@ -19,7 +19,7 @@ from rq.utils import now as rq_now
 from . import defaults
 from .actions import Ticket
 from .context import Context, current
-from .decisions import decide, plan_effects
+from .decisions import conditions_fail, decide, next_firing, plan_effects
 from .events import TicketEvent, parse_event
 from .exceptions import JiraError, PayloadError
 from .timers import split_member
@@ -78,10 +78,12 @@ def process_delivery(delivery_id: str) -> str:
         ctx.deliveries.mark_done(delivery_id, "ignored: no ticket key in the payload, or JIRA does not show it")
         return "ignored: no ticket key"
 
+    # Who relance itself is in JIRA (its own comments come back as webhooks): asked before the lock.
+    automation = ctx.effects.jira.own_accounts() if event.adds_comment or ctx.rules.reads_roles() else frozenset()
     with ctx.tickets.lock(key):
         stored = ctx.deliveries.plan(delivery_id)
         if stored is None:
-            stored = _decide_and_record(ctx, delivery_id, key, event)
+            stored = _decide_and_record(ctx, delivery_id, key, event, automation)
     plan = json.loads(stored)
     if plan["effects"]:
         _perform_planned(ctx, delivery_id, key, event, plan["effects"])
@@ -111,21 +113,24 @@ def _perform_planned(ctx: Context, delivery_id: str, key: str, event: TicketEven
         prefix = delivery_id
         begun = any(ctx.effects.ledger.get(f"{prefix}:{rule_name}:{i}") for i in indexes)
         if not ctx.effects.jira.dry_run and not begun:
-            why = _state_moved_on(ctx, rule, ticket)
+            why = _no_longer_fits(ctx, rule, ticket)
             if why:
                 ctx.audit.record(key, "rule skipped", rule=rule_name, delivery=delivery_id, why=why)
                 continue
         ctx.effects.perform_rule(rule_name, steps, ticket, prefix, _time_left())
 
 
-def _state_moved_on(ctx: Context, rule, ticket: Ticket) -> str | None:
-    """Why JIRA's status of the ticket no longer fits the rule's trigger, or None if it does."""
+def _no_longer_fits(ctx: Context, rule, ticket: Ticket) -> str | None:
+    """Why the ticket (as JIRA shows it, or as relance last knew it in dry run) no longer fits the rule
+    (its trigger's state, its ``if:``), or None."""
     state = ctx.rules.state_of(ticket.status)
-    if rule.when.kind == "entered" and state != rule.when.entered:
-        return f"JIRA shows the ticket {ticket.status!r} ({state or 'unmapped'}), no longer {rule.when.entered}"
-    if rule.when.kind == "left" and state == rule.when.left:
-        return f"JIRA shows the ticket back in {rule.when.left} ({ticket.status!r})"
-    return None
+    states = rule.when.states
+    if rule.when.kind == "entered" and state not in states:
+        return f"JIRA shows the ticket {ticket.status!r} ({state or 'unmapped'}), no longer {' or '.join(states)}"
+    if rule.when.kind == "left" and state in states:
+        return f"JIRA shows the ticket back in {state} ({ticket.status!r})"
+    why = conditions_fail(ctx.rules, rule, ticket)
+    return f"if: {why}" if why else None
 
 
 def _jira_issue(ctx: Context, key: str) -> dict | None:
@@ -140,10 +145,10 @@ def _jira_issue(ctx: Context, key: str) -> dict | None:
         return None
 
 
-def _decide_and_record(ctx: Context, delivery_id: str, key: str, event) -> bytes:
+def _decide_and_record(ctx: Context, delivery_id: str, key: str, event, automation=frozenset()) -> bytes:
     """Decide, then in one transaction: keep the plan, the ticket memory, timers and the timeline."""
     memory = ctx.tickets.memory(key)
-    plan = decide(ctx.rules, event, memory, _now_ms())
+    plan = decide(ctx.rules, event, memory, _now_ms(), automation)
     t = plan.reading.transition
     effects: dict[str, list[int]] = {}
     for e in plan.effects:
@@ -194,15 +199,17 @@ def _snapshot(ctx: Context, event: TicketEvent, key: str) -> dict:
     snap = {**event.snapshot(), "key": key}
     if ctx.effects.jira.dry_run:
         return snap
-    return {k: snap[k] for k in ("key", "id", "project", "status")}
+    return {k: snap[k] for k in ("key", "id", "project", "issue_type", "status")}
 
 
-def fire_timer(member: str, generation: str) -> str:
-    """Perform a due timer's rule, if the timer is still this generation and the ticket still in the state.
+def fire_timer(member: str, generation: str, due: float | None = None) -> str:
+    """Perform a due timer's rule, if the timer is still this generation and the ticket still fits the rule.
 
     The ticket is re-read from JIRA (its memory from webhooks in dry run), so a
-    late or cancelled timer never acts on a ticket that has moved on. A timer
-    whose rule or ticket is gone is dropped from the timer index.
+    late or cancelled timer never acts on a ticket that has moved on, and the
+    rule's ``if:`` is checked on the ticket as it is now. A timer whose rule or
+    ticket is gone is dropped from the timer index. A repeating rule's timer is
+    re-armed for its next firing (``due``, epoch seconds, is when this one was due).
     """
     ctx = current()
     rule_name, key = split_member(member)
@@ -233,17 +240,30 @@ def fire_timer(member: str, generation: str) -> str:
         # A retry of a firing that already acted (say, closed the ticket, then the mail failed)
         # resumes it: the ticket has left the state because of this very timer.
         resuming = ctx.effects.ledger.get(f"{prefix}:{rule_name}:0") != {}
-        state = ctx.rules.state_of(ticket.status)
-        if state != rule.when.entered and not resuming:
+        why = None if resuming else _no_longer_fits(ctx, rule, ticket)
+        if why:
             ctx.timers.release(member, generation)
-            ctx.audit.record(key, "timer skipped", rule=rule_name, why=f"ticket is now {ticket.status} ({state})")
-            return f"skipped: ticket is now {ticket.status}"
+            ctx.audit.record(key, "timer skipped", rule=rule_name, why=why)
+            return f"skipped: {why}"
         ctx.audit.record(key, "timer resumed" if resuming else "timer fired", rule=rule_name, generation=generation)
         ctx.tickets.touch(key)
     steps = [(e.index, e.action) for e in plan_effects(ctx.rules, rule_name)]
     ctx.effects.perform_rule(rule_name, steps, ticket, prefix, _time_left())
-    ctx.timers.release(member, generation)
+    base, firing = split_generation(generation)
+    due_ms = int((due if due is not None else time.time()) * 1000)
+    next_ms = next_firing(ctx.rules, rule, due_ms, firing)
+    if next_ms is not None and ctx.timers.rearm(member, generation, next_ms / 1000, f"{base}-r{firing + 1}"):
+        ctx.audit.record(key, "timer armed", rule=rule_name, due_ms=next_ms, generation=f"{base}-r{firing + 1}",
+                         repeat=firing + 1)
+    else:
+        ctx.timers.release(member, generation)
     return "fired"
+
+
+def split_generation(generation: str) -> tuple[str, int]:
+    """(the arming's generation, how many times its rule fired before): ``abc-r2`` -> ("abc", 2)."""
+    base, sep, n = generation.rpartition("-r")
+    return (base, int(n)) if sep and n.isdigit() else (generation, 0)
 
 
 def _drop(ctx: Context, member: str, generation: str, key: str, rule_name: str, why: str) -> str:

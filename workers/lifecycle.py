@@ -24,8 +24,9 @@ class TicketMemory:
     state: str | None = None
     ts_ms: int | None = None        # JIRA time of the newest event applied
     since_ms: int | None = None     # JIRA time the ticket entered its current state
+    last_comment: int | None = None  # the highest comment id seen: Cloud sends a comment twice
 
-    FIELDS = ("status", "state", "ts_ms", "since_ms")
+    FIELDS = ("status", "state", "ts_ms", "since_ms", "last_comment")
 
     def to_dict(self) -> dict:
         return {k: "" if getattr(self, k) is None else str(getattr(self, k)) for k in self.FIELDS}
@@ -33,7 +34,7 @@ class TicketMemory:
     @classmethod
     def from_dict(cls, data: dict | None) -> "TicketMemory":
         data = data or {}
-        ms = {k: int(data[k]) if data.get(k) else None for k in ("ts_ms", "since_ms")}
+        ms = {k: int(data[k]) if data.get(k) else None for k in ("ts_ms", "since_ms", "last_comment")}
         return cls(status=data.get("status") or None, state=data.get("state") or None, **ms)
 
 
@@ -59,6 +60,7 @@ class Reading:
     stale: bool = False
     note: str = ""
     clamped: str = ""             # why the event's time was not taken as given
+    new_comment: bool = False     # the event brings a comment not seen before
 
 
 def read_event(rules: RuleSet, event: TicketEvent, memory: TicketMemory, now_ms: int) -> Reading:
@@ -90,9 +92,21 @@ def read_event(rules: RuleSet, event: TicketEvent, memory: TicketMemory, now_ms:
     to_status = to_status or memory.status
     to_state = rules.state_of(to_status)
     since = memory.since_ms if (to_state == memory.state and memory.since_ms) else ts
-    new_memory = TicketMemory(status=to_status, state=to_state, ts_ms=ts, since_ms=since)
+    comment_id = _comment_number(event)
+    new_comment = event.adds_comment and (comment_id is None or memory.last_comment is None
+                                          or comment_id > memory.last_comment)
+    last_comment = max(filter(None, (memory.last_comment, comment_id)), default=None)
+    new_memory = TicketMemory(status=to_status, state=to_state, ts_ms=ts, since_ms=since, last_comment=last_comment)
 
     if to_status is None or from_state == to_state or (inferred and memory.state is None):
-        return Reading(None, new_memory, clamped=clamped)
+        return Reading(None, new_memory, clamped=clamped, new_comment=new_comment)
     return Reading(Transition(left=from_state, entered=to_state, from_status=from_status,
-                              to_status=to_status, inferred=inferred), new_memory, clamped=clamped)
+                              to_status=to_status, inferred=inferred), new_memory, clamped=clamped,
+                   new_comment=new_comment)
+
+
+def _comment_number(event: TicketEvent) -> int | None:
+    """The id of the comment the event adds, as a number (JIRA's comment ids grow), or None."""
+    if not event.adds_comment or not event.comment.id or not event.comment.id.isdigit():
+        return None
+    return int(event.comment.id)

@@ -45,6 +45,6 @@ def enqueue_delivery(queue: Queue, delivery_id: str, timeout: float = defaults.J
                         retry=retry)
 
 
-def enqueue_timer(queue: Queue, job_id: str, member: str, generation: str,
+def enqueue_timer(queue: Queue, job_id: str, member: str, generation: str, due: float | None = None,
                   timeout: float = defaults.JOB_TIMEOUT_SECONDS) -> bool:
-    return enqueue_call(queue, "workers.jobs.fire_timer", job_id, (member, generation), timeout)
+    return enqueue_call(queue, "workers.jobs.fire_timer", job_id, (member, generation, due), timeout)

@@ -55,43 +55,128 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Trigger(_Strict):
-    """What starts a rule: the ticket entering or leaving a lifecycle state, or being created."""
+WHO = ("customer", "support", "anyone")
+_NAME = r"^[a-z0-9_]+$"                   # template names
+_ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"          # environment variable names
+Names = str | list[str]                    # one name, or any of several
 
-    entered: str | None = None
-    left: str | None = None
+
+def names(value: Names | None) -> tuple[str, ...]:
+    """A ``Names`` field as a tuple (empty when unset)."""
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+class Trigger(_Strict):
+    """What starts a rule: the ticket entering or leaving a lifecycle state, being created, or
+    getting a comment; ``by`` says whose doing it must be (the comment's author for ``commented``)."""
+
+    entered: Names | None = None
+    left: Names | None = None
     created: Literal[True] | None = None
+    commented: Literal["customer", "support", "anyone"] | None = None
+    by: Literal["customer", "support", "anyone"] = "anyone"
 
     @model_validator(mode="after")
     def _one(self):
-        if sum(x is not None for x in (self.entered, self.left, self.created)) != 1:
-            raise ValueError("give exactly one of 'entered', 'left' or 'created: true'")
+        if sum(x is not None for x in (self.entered, self.left, self.created, self.commented)) != 1:
+            raise ValueError("give exactly one of 'entered', 'left', 'created: true' or 'commented'")
+        if self.commented is not None and self.by != "anyone":
+            raise ValueError("'commented' already says by whom: commented: customer | support | anyone")
         return self
 
     @property
     def kind(self) -> str:
-        return "entered" if self.entered is not None else ("left" if self.left is not None else "created")
+        for kind in ("entered", "left", "created", "commented"):
+            if getattr(self, kind) is not None:
+                return kind
+        raise AssertionError("validated: one kind is set")
 
     @property
-    def state(self) -> str | None:
-        return self.entered if self.entered is not None else self.left
+    def states(self) -> tuple[str, ...]:
+        """The lifecycle states an ``entered`` or ``left`` trigger names (else empty)."""
+        return names(self.entered if self.entered is not None else self.left)
+
+    @property
+    def who(self) -> str:
+        """Whose doing the event must be: customer, support or anyone."""
+        return self.commented or self.by
+
+    def describe(self) -> str:
+        if self.kind == "created":
+            return "creation"
+        if self.kind == "commented":
+            return f"a comment by {self.commented}"
+        return f"{self.kind} {' or '.join(self.states)}" + (f" by {self.by}" if self.by != "anyone" else "")
+
+
+class Conditions(_Strict):
+    """``if:``: what must hold of the ticket when the rule fires; each a name or a list of names."""
+
+    state: Names | None = None
+    project: Names | None = None
+    issue_type: Names | None = None
+    priority: Names | None = None
+    has_label: Names | None = None
+    lacks_label: Names | None = None
+
+    def failing(self, state: str | None, project: str | None, issue_type: str | None, priority: str | None,
+                labels) -> str | None:
+        """Why the conditions do not hold for a ticket with these attributes, or None if they do."""
+        def among(value, wanted, what):
+            if wanted and (value or "").casefold() not in {w.casefold() for w in wanted}:
+                return f"{what} is {value or 'unknown'}, not {' or '.join(wanted)}"
+            return None
+        labels = set(labels or ())
+        for why in (among(state, names(self.state), "state"), among(project, names(self.project), "project"),
+                    among(issue_type, names(self.issue_type), "issue type"),
+                    among(priority, names(self.priority), "priority")):
+            if why:
+                return why
+        missing = [label for label in names(self.has_label) if label not in labels]
+        if missing:
+            return f"lacks label {missing[0]}"
+        present = [label for label in names(self.lacks_label) if label in labels]
+        if present:
+            return f"has label {present[0]}"
+        return None
 
 
 class EmailAction(_Strict):
     to: str | list[str]
-    template: str = Field(pattern=r"^[a-z0-9_]+$")
+    template: str = Field(pattern=_NAME)
+    otherwise: str | list[str] | None = None    # recipients when none of ``to`` can be reached
 
-    @field_validator("to")
+    @field_validator("to", "otherwise")
     @classmethod
     def _recipients(cls, to):
-        for r in [to] if isinstance(to, str) else to:
+        for r in names(to):
             if r not in RECIPIENT_ROLES and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", r):
                 raise ValueError(f"{r!r} is neither {' nor '.join(RECIPIENT_ROLES)} nor an email address")
         return to
 
     @property
     def recipients(self) -> tuple[str, ...]:
-        return (self.to,) if isinstance(self.to, str) else tuple(self.to)
+        return names(self.to)
+
+    @property
+    def fallback(self) -> tuple[str, ...]:
+        return names(self.otherwise)
+
+
+class CommentAction(_Strict):
+    """A JIRA comment rendered from ``templates/jira/<locale>/<template>.txt``."""
+
+    template: str = Field(pattern=_NAME)
+
+
+class NotifyAction(_Strict):
+    """A JSON POST (``{"text": ...}``, as Slack, Teams and Google Chat webhooks take) to the URL in
+    the environment variable ``url_env``: never a URL in the file, so secrets stay out of git."""
+
+    url_env: str = Field(pattern=_ENV_NAME)
+    template: str = Field(pattern=_NAME)
 
 
 class Action(_Strict):
@@ -100,8 +185,12 @@ class Action(_Strict):
     email: EmailAction | None = None
     transition: str | None = Field(default=None, min_length=1)
     raise_priority: int | None = Field(default=None, ge=1, le=4)
+    set_priority: str | None = Field(default=None, min_length=1)
     add_label: str | None = Field(default=None, pattern=r"^\S+$")
-    comment: str | None = Field(default=None, min_length=1)
+    remove_label: str | None = Field(default=None, pattern=r"^\S+$")
+    assign: str | None = Field(default=None, min_length=1)    # reporter | unassigned | an account id or username
+    comment: str | CommentAction | None = Field(default=None, min_length=1)
+    notify: NotifyAction | None = None
 
     @model_validator(mode="after")
     def _one(self):
@@ -118,13 +207,48 @@ class Action(_Strict):
     def argument(self):
         return getattr(self, self.kind)
 
+    @property
+    def template(self) -> tuple[str, str] | None:
+        """(folder, name) of the template this action renders, if any."""
+        if self.email:
+            return "emails", self.email.template
+        if isinstance(self.comment, CommentAction):
+            return "jira", self.comment.template
+        if self.notify:
+            return "chat", self.notify.template
+        return None
+
+
+class Repeat(_Strict):
+    """``repeat: {every: 3d, times: 2}``: fire again every ``every`` while the rule's state holds."""
+
+    every: Duration
+    times: int = Field(ge=1, le=100)
+
 
 class Rule(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)
     when: Trigger
     after: Duration | None = None
+    repeat: Repeat | None = None
+    calendar: str | None = None
+    cancel_on: Trigger | None = None          # an event that cancels the rule's pending timer
+    conditions: Conditions | None = Field(default=None, alias="if")
     do: list[Action] = Field(min_length=1)
     enabled: bool = True
+
+    @model_validator(mode="after")
+    def _timing(self):
+        for field in ("repeat", "calendar", "cancel_on"):
+            if getattr(self, field) is not None and self.after is None:
+                raise _Located((field,), f"'{field}' needs 'after' (it is about the rule's timer)")
+        return self
+
+    @property
+    def timed(self) -> bool:
+        return self.after is not None
 
 
 def _check_locale(value: str | None) -> str | None:
@@ -164,6 +288,16 @@ class RuleSet(_Strict):
     locale: Locale_ = "en"
     time_zone: TimeZone = "UTC"
     projects: dict[str, Audience] = Field(default_factory=dict)
+    customers: list[str] = Field(default_factory=list)    # email domains (@acme.com) whose people are customers
+    calendars: dict[str, dict] = Field(default_factory=dict)
+
+    @field_validator("customers")
+    @classmethod
+    def _domains(cls, customers):
+        for entry in customers:
+            if not re.fullmatch(r"@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", entry):
+                raise ValueError(f"{entry!r}: a customers entry is an email domain written like @acme.com")
+        return [c.lower() for c in customers]
 
     def audience(self, project: str | None) -> tuple[str, str]:
         """(locale, time zone) for readers of ``project`` whose own are unknown."""
@@ -171,13 +305,31 @@ class RuleSet(_Strict):
         return override.locale or self.locale, override.time_zone or self.time_zone
 
     def longest_delay(self) -> int:
-        """Seconds of the longest timer a rule arms (0 without timed rules)."""
-        return max((r.after for r in self.rules if r.after), default=0)
+        """Seconds of the longest chain of firings a rule's timer makes (0 without timed rules).
+
+        Counted in wall-clock time: a working-time delay is at most this much longer
+        (weekends, holidays), which the retention covers.
+        """
+        return max(((r.after + (r.repeat.every * r.repeat.times if r.repeat else 0)) * (3 if r.calendar else 1)
+                    for r in self.rules if r.after), default=0)
 
     def closes_after(self, state: str) -> int | None:
         """Seconds after entering ``state`` when a timed rule moves the ticket on (for "closes on" dates)."""
-        return min((r.after for r in self.rules if r.enabled and r.after and r.when.entered == state
-                    and any(a.transition for a in r.do)), default=None)
+        return min((r.after for r in self.rules if r.enabled and r.after and r.when.kind == "entered"
+                    and state in r.when.states and not r.calendar and any(a.transition for a in r.do)),
+                   default=None)
+
+    def reads_roles(self) -> bool:
+        """True if a rule cares who did something (``by``, ``commented``)."""
+        return any(t is not None and (t.kind == "commented" or t.by != "anyone")
+                   for r in self.rules for t in (r.when, r.cancel_on))
+
+    def comment_is_enough(self) -> bool:
+        """True when a customer's comment on a ticket waiting for feedback moves it back by itself."""
+        return any(r.enabled and r.when.commented == "customer" and any(a.transition for a in r.do)
+                   and (not r.conditions or not r.conditions.state
+                        or "waiting_for_feedback" in names(r.conditions.state))
+                   for r in self.rules)
 
     @field_validator("statuses")
     @classmethod
@@ -195,15 +347,21 @@ class RuleSet(_Strict):
 
     @model_validator(mode="after")
     def _references(self):
-        names = set()
+        seen = set()
         for i, rule in enumerate(self.rules):
-            if rule.name in names:
+            if rule.name in seen:
                 raise _Located(("rules", i, "name"), f"rule name {rule.name!r} is used twice")
-            names.add(rule.name)
-            if rule.when.state is not None and rule.when.state not in self.statuses:
-                raise _Located(("rules", i, "when"), f"state {rule.when.state!r} is not defined under 'statuses'")
-            if rule.after is not None and rule.when.kind != "entered":
-                raise _Located(("rules", i, "after"), "'after' needs a rule 'when: {entered: ...}'")
+            seen.add(rule.name)
+            for where_, trigger in (("when", rule.when), ("cancel_on", rule.cancel_on)):
+                for state in trigger.states if trigger else ():
+                    if state not in self.statuses:
+                        raise _Located(("rules", i, where_), f"state {state!r} is not defined under 'statuses'")
+            for state in names(rule.conditions.state) if rule.conditions else ():
+                if state not in self.statuses:
+                    raise _Located(("rules", i, "if", "state"), f"state {state!r} is not defined under 'statuses'")
+            if rule.calendar is not None and rule.calendar not in self.calendars:
+                known = ", ".join(self.calendars) or "none defined"
+                raise _Located(("rules", i, "calendar"), f"no calendar {rule.calendar!r} under 'calendars' ({known})")
         return self
 
     def state_of(self, status_name: str | None) -> str | None:
@@ -219,6 +377,10 @@ class RuleSet(_Strict):
             index = {n.casefold(): s for s, names in self.statuses.items() for n in names}
             object.__setattr__(self, "_index_cache", index)  # frozen model: cache by hand
         return index
+
+    def calendar(self, name: str):
+        """The working-time calendar ``name`` (see workers/calendars.py), or None."""
+        return None
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)
@@ -254,13 +416,17 @@ def parse_rules(text: str, source: str = "rules.yaml", templates_dir: Path | Non
         raise RulesError(source, out) from None
     if templates_dir is not None:
         missing = []
+        language = ruleset.locale.replace("-", "_").split("_")[0]
         for i, rule in enumerate(ruleset.rules):
             for j, action in enumerate(rule.do):
-                if action.email and not (Path(templates_dir) / "emails" / ruleset.locale.replace("-", "_").split("_")[0]
-                                         / f"{action.email.template}.html").is_file():
-                    loc = ("rules", i, "do", j, "email", "template")
-                    missing.append(f"{document.line_of(loc)}: {where(loc)}: no template "
-                                   f"{action.email.template!r} for locale {ruleset.locale!r} in {templates_dir}")
+                if action.template is None:
+                    continue
+                folder, name = action.template
+                path = Path(templates_dir) / folder / language / f"{name}.{'html' if folder == 'emails' else 'txt'}"
+                if not path.is_file():
+                    loc = ("rules", i, "do", j, action.kind, "template")
+                    missing.append(f"{document.line_of(loc)}: {where(loc)}: no template {name!r} for locale "
+                                   f"{ruleset.locale!r} (looked for {path.relative_to(templates_dir)} in {templates_dir})")
         if missing:
             raise RulesError(source, missing)
     return ruleset

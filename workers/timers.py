@@ -35,14 +35,16 @@ GENERATION_KEY = "relance:timers:gen"   # hash: member -> generation (while pend
 # it (a pump or worker that died, a job lost). A due member without a generation was
 # cancelled; only then is it removed, in the same step, so a re-arm cannot be lost.
 _CLAIM = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
-for _, m in ipairs(due) do
+for i = 1, #due, 2 do
+  local m = due[i]
   local g = redis.call('HGET', KEYS[2], m)
   if g then
     redis.call('ZADD', KEYS[1], ARGV[2], m)
     out[#out + 1] = m
     out[#out + 1] = g
+    out[#out + 1] = due[i + 1]
   else
     redis.call('ZREM', KEYS[1], m)
   end
@@ -54,6 +56,15 @@ _RELEASE = """
 if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
   redis.call('HDEL', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+# Replace a fired timer by its next firing (ARGV[3] due, ARGV[4] generation), if it is still this generation.
+_REARM = """
+if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
   return 1
 end
 return 0
@@ -96,6 +107,7 @@ class TimerStore:
         self._claim = redis.register_script(_CLAIM)
         self._release = redis.register_script(_RELEASE)
         self._park = redis.register_script(_PARK)
+        self._rearm = redis.register_script(_REARM)
 
     def arm(self, rule: str, ticket: str, due: float, generation: str, pipe=None) -> None:
         """Arm (or re-arm, replacing) the timer of ``rule`` for ``ticket``; due in epoch seconds."""
@@ -121,6 +133,10 @@ class TimerStore:
         """Forget a timer that has fired, unless it was re-armed meanwhile."""
         return bool(self._release(keys=[PENDING_KEY, GENERATION_KEY], args=[value, generation]))
 
+    def rearm(self, value: str, generation: str, due: float, new_generation: str) -> bool:
+        """Arm a fired timer's next firing, unless it was cancelled or re-armed meanwhile."""
+        return bool(self._rearm(keys=[PENDING_KEY, GENERATION_KEY], args=[value, generation, due, new_generation]))
+
     def park(self, value: str, generation: str, until: float) -> bool:
         """Keep a timer whose job gave up, due again only at ``until`` (unless retried before)."""
         return bool(self._park(keys=[PENDING_KEY, GENERATION_KEY], args=[value, generation, until]))
@@ -142,10 +158,11 @@ class TimerStore:
     def count(self) -> int:
         return self.redis.zcard(PENDING_KEY)
 
-    def claim(self, now: float, limit: int = defaults.TIMER_BATCH) -> list[tuple[str, str]]:
-        """Take the timers due at ``now``: [(member, generation)]; each is due again after the lease."""
+    def claim(self, now: float, limit: int = defaults.TIMER_BATCH) -> list[tuple[str, str, float]]:
+        """Take the timers due at ``now``: [(member, generation, when it was due)]; each is due
+        again after the lease."""
         flat = self._claim(keys=[PENDING_KEY, GENERATION_KEY], args=[now, now + self.lease, limit])
-        return [(text(flat[i]), text(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return [(text(flat[i]), text(flat[i + 1]), float(flat[i + 2])) for i in range(0, len(flat), 3)]
 
     def pump(self, queue: Queue, now: float, limit: int = defaults.TIMER_BATCH,
              timeout: float = defaults.JOB_TIMEOUT_SECONDS) -> int:
@@ -155,9 +172,9 @@ class TimerStore:
         anywhere between here and the job's end re-queues it after the lease.
         """
         claimed = self.claim(now, limit)
-        for m, g in claimed:
+        for m, g, due in claimed:
             # One job id per generation: a timer claimed again while its job waits is not queued twice.
-            enqueue_timer(queue, job_id(m, g), m, g, timeout=timeout)
+            enqueue_timer(queue, job_id(m, g), m, g, due, timeout=timeout)
         return len(claimed)
 
 
