@@ -17,10 +17,10 @@ from email_validator import EmailNotValidError, validate_email
 from .audit import Audit
 from .emails import Renderer
 from .events import Comment, Person, TicketEvent
-from .exceptions import EffectBusy, JiraError, MailError, RecipientInvalid, RecipientUnknown
+from .exceptions import EffectBusy, JiraError, MailError, NotifyError, RecipientInvalid, RecipientUnknown
 from .ledger import FINISHED, EffectLedger
 from .mail import Message
-from .rules import Action, RuleSet
+from .rules import Action, CommentAction, RuleSet
 
 log = logging.getLogger("relance.actions")
 
@@ -93,6 +93,7 @@ class Effects:
     ledger: EffectLedger
     audit: Audit
     jira_base_url: str | None = None
+    notifier: object = None
 
     def perform_rule(self, rule: str, steps, ticket: Ticket, effect_prefix: str,
                      claim_seconds: float | None = None) -> None:
@@ -121,7 +122,7 @@ class Effects:
                 try:
                     state, detail, *more = self._perform(effect_id, action, ticket)
                     extra = more[0] if more else {}
-                except (JiraError, MailError) as e:
+                except (JiraError, MailError, NotifyError) as e:
                     self._finish(ticket, effect_id, rule, action, "failed", str(e))
                     blocked = f"{action.kind} failed"
                     continue
@@ -181,8 +182,71 @@ class Effects:
         ticket.labels = ticket.labels + (label,)
         return "done", f"label {label} added"
 
-    def _do_comment(self, effect_id, body: str, ticket: Ticket):
-        self.ledger.begin(effect_id, {"comment": body})
+    def _do_set_priority(self, effect_id, name: str, ticket: Ticket):
+        if (ticket.priority or "").casefold() == name.casefold():
+            return "skipped", f"priority already {ticket.priority}"
+        self.ledger.begin(effect_id, {"priority": name, "from": ticket.priority})
+        if self.jira.dry_run:
+            return "done", f"dry run: would set priority {name}"
+        self.jira.set_priority(ticket.key, name)        # a PUT: repeating it is harmless
+        previous, ticket.priority = ticket.priority, name
+        return "done", f"priority {previous} -> {name}"
+
+    def _do_remove_label(self, effect_id, label: str, ticket: Ticket):
+        if label not in ticket.labels:
+            return "skipped", f"no label {label}"
+        self.ledger.begin(effect_id, {"remove_label": label})
+        if self.jira.dry_run:
+            return "done", f"dry run: would remove label {label}"
+        self.jira.remove_label(ticket.key, label)
+        ticket.labels = tuple(x for x in ticket.labels if x != label)
+        return "done", f"label {label} removed"
+
+    def _do_assign(self, effect_id, who: str, ticket: Ticket):
+        """``who``: ``reporter``, ``unassigned``, or an account (an accountId on Cloud, a username on Data Center)."""
+        if who == "unassigned":
+            target = None
+        elif who == "reporter":
+            target = ticket.reporter
+            if target is None:
+                return "skipped", "the ticket has no reporter"
+        else:
+            target = Person(account_id=who, name=who)
+        if target is None and ticket.assignee is None:
+            return "skipped", "already unassigned"
+        if target is not None and ticket.assignee is not None and target.same_as(ticket.assignee):
+            return "skipped", f"already assigned to {target.ident}"
+        self.ledger.begin(effect_id, {"assign": who})
+        label = "nobody" if target is None else (f"the reporter ({target.ident})" if who == "reporter" else who)
+        if self.jira.dry_run:
+            return "done", f"dry run: would assign to {label}"
+        if target is None:
+            self.jira.assign(ticket.key)
+        elif who == "reporter":
+            self.jira.assign(ticket.key, account_id=target.account_id,
+                             username=None if target.account_id else target.name)
+        else:
+            self.jira.assign(ticket.key, **({"account_id": who} if self.jira.cloud else {"username": who}))
+        ticket.assignee = target
+        return "done", f"assigned to {label}"
+
+    def _do_notify(self, effect_id, spec, ticket: Ticket):
+        url = self.notifier.url(spec.url_env) if self.notifier else None
+        if not url:
+            return "skipped", f"{spec.url_env} is not set: no chat message sent"
+        locale, time_zone = self.rules.audience(ticket.project)
+        text = self.renderer.render_text("chat", spec.template, locale, self.context(ticket), time_zone)
+        self.ledger.begin(effect_id, {"notify": spec.url_env, "template": spec.template})
+        status = self.notifier.post(url, text)
+        return "done", f"{spec.template} posted to {spec.url_env} ({status})"
+
+    def _do_comment(self, effect_id, comment, ticket: Ticket):
+        if isinstance(comment, CommentAction):
+            locale, time_zone = self.rules.audience(ticket.project)
+            body = self.renderer.render_text("jira", comment.template, locale, self.context(ticket), time_zone)
+        else:
+            body = comment
+        body = self.ledger.begin(effect_id, {"comment": body})["comment"]     # a retry posts the same words
         if self.jira.dry_run:
             return "done", "dry run: would comment"
         # A POST that got no clear answer may have been applied: look before posting again.
@@ -192,14 +256,12 @@ class Effects:
         return "done", "commented"
 
     def _do_email(self, effect_id, spec, ticket: Ticket):
-        recipients, reader = [], None
-        for who in spec.recipients:
-            if who in ("reporter", "assignee"):
-                person = self._with_contact(getattr(ticket, who), who)
-                recipients.append(person.email)
-                reader = reader or person
-            else:
-                recipients.append(who)
+        try:
+            recipients, reader = self._recipients(spec.recipients, ticket)
+        except RecipientUnknown:
+            if not spec.fallback:
+                raise
+            recipients, reader = self._recipients(spec.fallback, ticket)
         recipients = [checked_address(a) for a in recipients]
         # The reader's own JIRA language and time zone, else the project's, else the rules file's.
         locale, time_zone = self.rules.audience(ticket.project)
@@ -211,6 +273,18 @@ class Effects:
                                         html=rendered.html, effect_id=effect_id, ticket=ticket.key,
                                         category=spec.template))
         return "done", f"{spec.template} ({rendered.locale}) sent ({sent})", {"to": recipients}
+
+    def _recipients(self, wanted, ticket: Ticket) -> tuple[list[str], Person | None]:
+        """Addresses for ``wanted`` (roles or addresses) and the first person among them, as reader."""
+        recipients, reader = [], None
+        for who in wanted:
+            if who in ("reporter", "assignee"):
+                person = self._with_contact(getattr(ticket, who), who)
+                recipients.append(person.email)
+                reader = reader or person
+            else:
+                recipients.append(who)
+        return recipients, reader
 
     def _with_contact(self, person: Person | None, role: str) -> Person:
         """``person`` with an email address, and their locale and time zone when JIRA tells them.
@@ -280,4 +354,6 @@ def email_context(rules: RuleSet, ticket: Ticket, reader: Person | None = None, 
         "since": since,
         "waiting_for": max(now - since, timedelta(0)),
         "closes_on": since + timedelta(seconds=closes_after) if closes_after else None,
+        "comment_is_enough": rules.comment_is_enough(),
+        "assignee_name": _name(ticket.assignee),
     }

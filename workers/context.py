@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from redis import Redis
@@ -17,6 +18,7 @@ from .failures import FailureStore
 from .jira import make_jira
 from .ledger import EffectLedger
 from .mail import make_mailer
+from .notify import Notifier
 from .queue import make_queue
 from .rules import RuleSet, load_rules
 from .settings import Settings
@@ -50,7 +52,7 @@ class Context:
                               claim_seconds=settings.job_timeout + defaults.HEARTBEAT_GRACE_SECONDS)
         effects = Effects(rules=rules, jira=make_jira(settings), mailer=make_mailer(settings),
                           renderer=Renderer(settings.templates_dir, rules.locale), ledger=ledger,
-                          audit=audit, jira_base_url=settings.jira_base_url)
+                          audit=audit, jira_base_url=settings.jira_base_url, notifier=Notifier(os.environ))
         return cls(settings, redis, rules, make_queue(redis, settings.queue_name),
                    DeliveryStore(redis, keep=settings.retention), TicketStore(redis, ticket_ttl),
                    TimerStore(redis, lease=settings.job_timeout + defaults.HEARTBEAT_GRACE_SECONDS), audit, effects,

@@ -125,6 +125,15 @@ class Renderer:
             return False
         return True
 
+    def render_text(self, folder: str, name: str, locale: str | None, context: dict,
+                    time_zone: str | None = None) -> str:
+        """Render ``<folder>/<locale>/<name>.txt`` (a JIRA comment, a chat message) for ``locale``,
+        falling back to the default locale. Raises on unknown variables."""
+        wanted = [c for c in (locale, (locale or "").replace("-", "_").split("_")[0]) if c]
+        language = next((c for c in wanted if self._exists(f"{folder}/{c}/{name}.txt")), self.default_locale)
+        context = {**context, "locale": language, "fmt": Formats(babel_locale(locale, language), time_zone)}
+        return self.env.get_template(f"{folder}/{language}/{name}.txt").render(context).strip()
+
     def render(self, name: str, locale: str | None, context: dict, time_zone: str | None = None) -> RenderedEmail:
         """Render ``name`` for a reader of ``locale`` in ``time_zone``. Raises on unknown variables."""
         folder = self.template_locale(name, locale)

@@ -61,6 +61,10 @@ class MailError(RelanceError):
         self.status = status
 
 
+class NotifyError(RelanceError):
+    """A chat webhook refused a message for good (4xx other than 429)."""
+
+
 class RecipientUnknown(RelanceError):
     """An email's recipient has no address we can see (e.g. hidden on JIRA Cloud)."""
 

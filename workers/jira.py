@@ -69,6 +69,7 @@ class JiraClient:
         self.timeout = timeout
         self.session = requests.Session()
         self.session.headers.update({"Accept": "application/json", "User-Agent": "relance"})
+        self.cloud = not pat          # a PAT is Data Center's; Cloud takes an email and an API token
         if pat:
             self.session.headers["Authorization"] = f"Bearer {pat}"
         else:
@@ -141,6 +142,14 @@ class JiraClient:
 
     def add_label(self, key: str, label: str) -> None:
         self._call("PUT", f"issue/{_issue(key)}", json={"update": {"labels": [{"add": label}]}})
+
+    def remove_label(self, key: str, label: str) -> None:
+        self._call("PUT", f"issue/{_issue(key)}", json={"update": {"labels": [{"remove": label}]}})
+
+    def assign(self, key: str, account_id: str | None = None, username: str | None = None) -> None:
+        """Assign the ticket to an account (Cloud: ``account_id``; Data Center: ``username``), or nobody."""
+        who = {"accountId": account_id} if account_id else ({"name": username} if username else None)
+        self._call("PUT", f"issue/{_issue(key)}", json={"fields": {"assignee": who}})
 
     def add_comment(self, key: str, body: str) -> dict:
         return self._call("POST", f"issue/{_issue(key)}/comment", json={"body": body})

@@ -108,7 +108,7 @@ NOT_ON_SCREEN = "Field '{}' cannot be set. It is not on the appropriate screen, 
 CLOUD_UNAUTHENTICATED = "Client must be authenticated to access this resource."
 DC_UNAUTHENTICATED = "You are not authenticated. Authentication required to perform this operation."
 
-EDIT_SCREEN = frozenset({"summary", "priority", "labels", "comment"})
+EDIT_SCREEN = frozenset({"summary", "priority", "labels", "comment", "assignee"})
 TRANSITION_SCREEN = frozenset({"resolution", "comment"})
 
 
@@ -783,7 +783,7 @@ class JiraStandIn(StandInServer):
     def _apply(self, issue: dict[str, Any], name: str, verb: str, value: Any) -> None:
         """Apply one field operation (`verb` is set/add/remove/edit) to `issue`."""
         supported = {"summary": {"set"}, "priority": {"set"}, "labels": {"set", "add", "remove"},
-                     "comment": {"add"}, "resolution": {"set"}}[name]
+                     "comment": {"add"}, "resolution": {"set"}, "assignee": {"set"}}[name]
         if verb not in supported:
             raise _FieldError(f"Operation '{verb}' is not supported for field '{name}'.")
         if name == "summary":
@@ -811,6 +811,13 @@ class JiraStandIn(StandInServer):
                 issue["labels"].append(value)
             elif verb == "remove" and value in issue["labels"]:
                 issue["labels"].remove(value)
+        elif name == "assignee":
+            # {"accountId": ...} (Cloud) or {"name": ...} (Data Center); null unassigns.
+            wanted = None if value is None else (value.get("accountId") or value.get("name")
+                                                 if isinstance(value, dict) else False)
+            if wanted is False or (wanted is not None and wanted not in self._users):
+                raise _FieldError(f"User '{wanted}' cannot be assigned issues.")
+            issue["assignee"] = wanted
         elif name == "comment":
             text = value.get("body") if isinstance(value, dict) else None
             if not isinstance(text, str) or not text.strip():
