@@ -243,7 +243,7 @@ class Rule(_Strict):
     def _timing(self):
         for field in ("repeat", "calendar", "cancel_on"):
             if getattr(self, field) is not None and self.after is None:
-                raise _Located((field,), f"'{field}' needs 'after' (it is about the rule's timer)")
+                raise _Located((field,), f"'{field}' needs 'after' (it is about the rule's timer)", relative=True)
         return self
 
     @property
@@ -387,11 +387,13 @@ class RuleSet(_Strict):
 
 
 class _Located(ValueError):
-    """A cross-field problem that knows which part of the file it is about."""
+    """A cross-field problem that knows which part of the file it is about: ``path`` from the
+    file's top, or from the model that raised it when ``relative``."""
 
-    def __init__(self, path, message):
+    def __init__(self, path, message, relative=False):
         super().__init__(message)
         self.path = path
+        self.relative = relative
 
 
 def parse_rules(text: str, source: str = "rules.yaml", templates_dir: Path | None = None) -> RuleSet:
@@ -408,7 +410,7 @@ def parse_rules(text: str, source: str = "rules.yaml", templates_dir: Path | Non
             loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("function-", "json-or")))]
             ctx_err = (err.get("ctx") or {}).get("error")
             if isinstance(ctx_err, _Located):
-                loc = list(ctx_err.path)
+                loc = (list(loc) if ctx_err.relative else []) + list(ctx_err.path)
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = f"unknown key {loc[-1]!r}"
