@@ -4,6 +4,7 @@ up      the whole service: private Redis (unless REDIS_URL), web and worker from
 worker  one worker process (what the Procfile's ``worker:`` runs)
 check   validate the rules file and render every email template; exit 1 with line-numbered errors
 preview render email templates with sample data to HTML and text files
+simulate run webhook bodies through a rules file on a virtual clock (no Redis, no network)
 failures list the jobs that gave up after all their retries
 retry   queue failed jobs again (ids from ``failures``, or --all)
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 from redis.exceptions import RedisError
 
 from workers import defaults
-from workers.exceptions import ConfigError, RulesError
+from workers.exceptions import ConfigError, PayloadError, RulesError
 from workers.settings import PROJECT_ROOT, Settings
 
 
@@ -148,6 +149,66 @@ def cmd_up(args) -> int:
             print("relance: private Redis stopped", flush=True)
 
 
+def _read_bodies(sources: list[str]) -> list[dict]:
+    """Webhook bodies from files (a JSON object, an array of them, or JSON lines) or ``-`` (stdin).
+
+    Raises ValueError naming the source and line of what is not JSON.
+    """
+    import json
+    bodies = []
+    for source in sources:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        name = "<stdin>" if source == "-" else source
+        try:
+            whole = json.loads(text)
+        except ValueError:
+            whole = None
+            for number, line in enumerate(text.splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    bodies.append(json.loads(line))
+                except ValueError as e:
+                    raise ValueError(f"{name}:{number}: not JSON: {e}") from None
+        if whole is not None:
+            bodies.extend(whole if isinstance(whole, list) else [whole])
+    for body in bodies:
+        if not isinstance(body, dict):
+            raise ValueError(f"every event must be a JSON object (a JIRA webhook body), got {type(body).__name__}")
+    return bodies
+
+
+def cmd_simulate(args) -> int:
+    """Feed webhook bodies through the rules on a virtual clock; print what relance would do."""
+    import json
+
+    from workers.rules import load_rules, parse_duration
+    from workers.simulate import render_text, simulate, time_zone
+    try:
+        rules = load_rules(args.rules)
+    except RulesError as e:
+        print(e, file=sys.stderr)
+        return 1
+    try:
+        until = parse_duration(args.until)
+        bodies = _read_bodies(args.events)
+    except (ValueError, OSError) as e:
+        print(f"relance: {e}", file=sys.stderr)
+        return 2
+    try:
+        sim = simulate(rules, bodies, until)
+    except PayloadError as e:
+        print(f"relance: {e}", file=sys.stderr)
+        return 2
+    tz = time_zone(rules)
+    if args.json:
+        for line in sim.lines:
+            print(json.dumps(line.as_json(tz), ensure_ascii=False))
+    else:
+        sys.stdout.write(render_text(sim, tz, args.verbose))
+    return 0
+
+
 def _url_file() -> Path:
     return PROJECT_ROOT / defaults.EMBEDDED_REDIS_DIR / "url"
 
@@ -220,6 +281,13 @@ def main(argv=None) -> int:
     preview.add_argument("--locale", action="append", help="locale, e.g. fr or fr_FR (repeatable; default: all)")
     preview.add_argument("--out", default=str(PROJECT_ROOT / ".relance" / "preview"), help="output folder")
     preview.set_defaults(func=cmd_preview)
+    simulate = sub.add_parser("simulate", help="run webhook bodies through rules on a virtual clock")
+    simulate.add_argument("rules", help="the rules file")
+    simulate.add_argument("events", nargs="+", help="files of webhook bodies (JSON, array or JSON lines), or -")
+    simulate.add_argument("--json", action="store_true", help="one JSON object a line")
+    simulate.add_argument("--verbose", action="store_true", help="also rules skipped because the event is not theirs")
+    simulate.add_argument("--until", default="30d", help="how long to run after the last event (default 30d)")
+    simulate.set_defaults(func=cmd_simulate)
     failures = sub.add_parser("failures", help="list the jobs that gave up after all their retries")
     failures.add_argument("--limit", type=int, default=100)
     failures.set_defaults(func=cmd_failures)
@@ -238,3 +306,6 @@ def main(argv=None) -> int:
         return 3
     except KeyboardInterrupt:           # Ctrl-C before a command installed its own handling
         return 130
+    except BrokenPipeError:             # `relance simulate ... | head`
+        sys.stderr.close()
+        return 0

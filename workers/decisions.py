@@ -77,6 +77,19 @@ def conditions_fail(rules: RuleSet, rule: Rule, ticket) -> str | None:
     return rule.conditions.failing(**view_of(rules, ticket))
 
 
+def no_longer_fits(rules: RuleSet, rule: Rule, ticket) -> str | None:
+    """Why ``ticket`` (as JIRA shows it when acting or firing) no longer fits ``rule``: its trigger's
+    state was left (or, for ``left``, entered again), or its ``if:`` fails. None if it fits."""
+    state = rules.state_of(ticket.status)
+    states = rule.when.states
+    if rule.when.kind == "entered" and state not in states:
+        return f"the ticket is now {ticket.status!r} ({state or 'unmapped'}), no longer {' or '.join(states)}"
+    if rule.when.kind == "left" and state in states:
+        return f"the ticket is back in {state} ({ticket.status!r})"
+    why = conditions_fail(rules, rule, ticket)
+    return f"if: {why}" if why else None
+
+
 def _matches(trigger: Trigger, event: TicketEvent, reading: Reading, actor_role, author_role) -> bool:
     t = reading.transition
     kind = trigger.kind

@@ -19,7 +19,7 @@ from rq.utils import now as rq_now
 from . import defaults
 from .actions import Ticket
 from .context import Context, current
-from .decisions import conditions_fail, decide, next_firing, plan_effects
+from .decisions import decide, next_firing, no_longer_fits, plan_effects
 from .events import TicketEvent, parse_event
 from .exceptions import JiraError, PayloadError
 from .timers import split_member
@@ -121,16 +121,7 @@ def _perform_planned(ctx: Context, delivery_id: str, key: str, event: TicketEven
 
 
 def _no_longer_fits(ctx: Context, rule, ticket: Ticket) -> str | None:
-    """Why the ticket (as JIRA shows it, or as relance last knew it in dry run) no longer fits the rule
-    (its trigger's state, its ``if:``), or None."""
-    state = ctx.rules.state_of(ticket.status)
-    states = rule.when.states
-    if rule.when.kind == "entered" and state not in states:
-        return f"JIRA shows the ticket {ticket.status!r} ({state or 'unmapped'}), no longer {' or '.join(states)}"
-    if rule.when.kind == "left" and state in states:
-        return f"JIRA shows the ticket back in {state} ({ticket.status!r})"
-    why = conditions_fail(ctx.rules, rule, ticket)
-    return f"if: {why}" if why else None
+    return no_longer_fits(ctx.rules, rule, ticket)
 
 
 def _jira_issue(ctx: Context, key: str) -> dict | None:
