@@ -77,11 +77,19 @@ def conditions_fail(rules: RuleSet, rule: Rule, ticket) -> str | None:
     return rule.conditions.failing(**view_of(rules, ticket))
 
 
-def no_longer_fits(rules: RuleSet, rule: Rule, ticket) -> str | None:
+def no_longer_fits(rules: RuleSet, rule: Rule, ticket, automation: frozenset = frozenset()) -> str | None:
     """Why ``ticket`` (as JIRA shows it when acting or firing) no longer fits ``rule``: its trigger's
-    state was left (or, for ``left``, entered again), or its ``if:`` fails. None if it fits."""
+    state was left (or, for ``left``, entered again), the comment that triggered it is not JIRA's or
+    not by whom the rule wants, or its ``if:`` fails. None if it fits."""
     state = rules.state_of(ticket.status)
     states = rule.when.states
+    event = getattr(ticket, "event", None)
+    if rule.when.kind == "commented" and event is not None:
+        if event.comment is None:
+            return "JIRA does not show the comment"
+        role = role_of(event.comment.author, ticket.reporter, rules.customers, automation)
+        if not fits(role, rule.when.who, comment=True):
+            return f"JIRA shows the comment is by {role}, not {rule.when.who}"
     if rule.when.kind == "entered" and state not in states:
         return f"the ticket is now {ticket.status!r} ({state or 'unmapped'}), no longer {' or '.join(states)}"
     if rule.when.kind == "left" and state in states:
@@ -118,8 +126,9 @@ def decide(rules: RuleSet, event: TicketEvent, memory: TicketMemory, now_ms: int
         why = reading.note or "no lifecycle transition"
         return Plan(reading, skipped=tuple((r.name, why) for r in rules.rules))
 
-    actor_role = role_of(event.actor, event.reporter, rules.customers, automation)
-    author_role = role_of(event.comment.author if event.comment else None, event.reporter, rules.customers, automation)
+    reporter = event.reporter or memory.reporter      # Cloud's comment events do not name the reporter
+    actor_role = role_of(event.actor, reporter, rules.customers, automation)
+    author_role = role_of(event.comment.author if event.comment else None, reporter, rules.customers, automation)
     effects, arm, cancel, skipped = [], [], [], []
     ts = reading.memory.ts_ms or now_ms          # the event's time, unless it was not believed
     happened = _happened(event, reading, actor_role, author_role)

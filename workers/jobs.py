@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 from rq import get_current_job
@@ -20,7 +21,7 @@ from . import defaults
 from .actions import Ticket
 from .context import Context, current
 from .decisions import decide, next_firing, no_longer_fits, plan_effects
-from .events import TicketEvent, parse_event
+from .events import TicketEvent, _person, parse_event
 from .exceptions import JiraError, PayloadError
 from .timers import split_member
 
@@ -80,6 +81,11 @@ def process_delivery(delivery_id: str) -> str:
 
     # Who relance itself is in JIRA (its own comments come back as webhooks): asked before the lock.
     automation = ctx.effects.jira.own_accounts() if event.adds_comment or ctx.rules.reads_roles() else frozenset()
+    if event.adds_comment and event.reporter is None and not ctx.effects.jira.dry_run \
+            and ctx.rules.reads_roles() and ctx.tickets.memory(key).reporter is None:
+        # A Cloud comment event does not name the reporter, and relance has not met the ticket yet.
+        issue = _jira_issue(ctx, key) or {}
+        event = replace(event, reporter=_person((issue.get("fields") or {}).get("reporter")))
     with ctx.tickets.lock(key):
         stored = ctx.deliveries.plan(delivery_id)
         if stored is None:
@@ -121,7 +127,8 @@ def _perform_planned(ctx: Context, delivery_id: str, key: str, event: TicketEven
 
 
 def _no_longer_fits(ctx: Context, rule, ticket: Ticket) -> str | None:
-    return no_longer_fits(ctx.rules, rule, ticket)
+    automation = ctx.effects.jira.own_accounts() if rule.when.kind == "commented" else frozenset()
+    return no_longer_fits(ctx.rules, rule, ticket, automation)
 
 
 def _jira_issue(ctx: Context, key: str) -> dict | None:

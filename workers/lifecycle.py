@@ -25,8 +25,18 @@ class TicketMemory:
     ts_ms: int | None = None        # JIRA time of the newest event applied
     since_ms: int | None = None     # JIRA time the ticket entered its current state
     last_comment: int | None = None  # the highest comment id seen: Cloud sends a comment twice
+    reporter_account: str | None = None  # who reported it (Cloud accountId / Data Center username):
+    reporter_name: str | None = None     # comment events from Cloud do not say
 
-    FIELDS = ("status", "state", "ts_ms", "since_ms", "last_comment")
+    FIELDS = ("status", "state", "ts_ms", "since_ms", "last_comment", "reporter_account", "reporter_name")
+
+    @property
+    def reporter(self):
+        """The reporter as far as relance knows (ids only), or None."""
+        from .events import Person
+        if not (self.reporter_account or self.reporter_name):
+            return None
+        return Person(account_id=self.reporter_account, name=self.reporter_name)
 
     def to_dict(self) -> dict:
         return {k: "" if getattr(self, k) is None else str(getattr(self, k)) for k in self.FIELDS}
@@ -35,7 +45,9 @@ class TicketMemory:
     def from_dict(cls, data: dict | None) -> "TicketMemory":
         data = data or {}
         ms = {k: int(data[k]) if data.get(k) else None for k in ("ts_ms", "since_ms", "last_comment")}
-        return cls(status=data.get("status") or None, state=data.get("state") or None, **ms)
+        return cls(status=data.get("status") or None, state=data.get("state") or None,
+                   reporter_account=data.get("reporter_account") or None,
+                   reporter_name=data.get("reporter_name") or None, **ms)
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,10 @@ def read_event(rules: RuleSet, event: TicketEvent, memory: TicketMemory, now_ms:
     new_comment = event.adds_comment and (comment_id is None or memory.last_comment is None
                                           or comment_id > memory.last_comment)
     last_comment = max(filter(None, (memory.last_comment, comment_id)), default=None)
-    new_memory = TicketMemory(status=to_status, state=to_state, ts_ms=ts, since_ms=since, last_comment=last_comment)
+    reporter = event.reporter
+    new_memory = TicketMemory(status=to_status, state=to_state, ts_ms=ts, since_ms=since, last_comment=last_comment,
+                              reporter_account=reporter.account_id if reporter else memory.reporter_account,
+                              reporter_name=reporter.name if reporter else memory.reporter_name)
 
     if to_status is None or from_state == to_state or (inferred and memory.state is None):
         return Reading(None, new_memory, clamped=clamped, new_comment=new_comment)
