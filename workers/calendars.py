@@ -50,7 +50,7 @@ working day being a date that has open time (its weekday has openings and it is 
   fri: "09:00-16:00"}``, Thursday 17:00 + 1d = Friday 16:00 (not Monday); with lunch closed
   ("09:00-12:00, 14:00-18:00") a time of 13:00 carried from a longer day becomes 14:00. The result
   is always on the n-th working day. Unlike seconds, days do not add up when one of these
-  adjustments happens (Thursday 17:00 + 1d + 1d = Tuesday 09:00, + 2d = Monday 17:00).
+  adjustments happens (there, Thursday 17:00 + 1d + 1d = Monday 16:00 but + 2d = Monday 17:00).
 * Across a summer-time change the time of day is kept (Friday 10:00 + 1d = Monday 10:00 local);
   a time of day the target day skips (the gap) gives the change instant, one it has twice (the
   fold) gives its first occurrence.
@@ -78,8 +78,8 @@ minute: one step per calendar date between start and result, closed days and hol
 each step a handful of datetime operations, cached per (time zone, date, openings). The walk
 ends because openings exist in every week and holidays are finitely many: adding ``n`` working
 seconds takes at most about ``7 * (n / open seconds per week + 1)`` days plus one per holiday on
-the way; 10 years of dates (3,650 steps) take tens of milliseconds. Going past the year 9999
-raises OverflowError.
+the way; 10 years of dates (3,650 steps) take under a tenth of a second the first time, a few
+milliseconds once cached. Going past the year 9999 raises OverflowError.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ SECONDS_PER_DAY = 86_400
 ONE_DAY = timedelta(days=1)
 ONE_SECOND = timedelta(seconds=1)
 # Offsets are sampled this often to find summer-time changes; two changes closer than this
-# would go unseen (the time zone database has none).
+# would be mistaken (in tzdata 2025b no two changes of a zone are less than 3 days apart).
 OFFSET_SAMPLE_STEP = timedelta(hours=6)
 # Larger than any UTC offset ever used (local mean times reach about 15h 57m).
 OFFSET_BOUND = timedelta(hours=16)
