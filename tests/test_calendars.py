@@ -275,7 +275,8 @@ def test_santiago_falls_back_across_midnight():
 
 @pytest.mark.parametrize("fields,problem", [
     ({"hours": {"mon-fry": "09:00-18:00"}}, "mon-fry: unknown day 'fry' in 'mon-fry'"),
-    ({"hours": {"fri-mon": "09:00-18:00"}}, "day range 'fri-mon' goes backwards"),
+    ({"hours": {"fri-mon": "09:00-18:00"}}, "range 'fri-mon' goes backwards: days run mon to sun (write fri-sun, mon)"),
+    ({"hours": {"Sat-Tue": "09:00-18:00"}}, "(write sat-sun, mon-tue)"),
     ({"hours": {"mon-fri, wed": "09:00-18:00"}}, "wed is named twice in 'mon-fri, wed'"),
     ({"hours": {"mon-fri": "09:00-18:00", "fri": "09:00-16:00"}}, "fri is given twice ('mon-fri' and 'fri')"),
     ({"hours": {"mon": "25:00-26:00"}}, "not between 00:00 and 24:00"),

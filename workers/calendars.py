@@ -176,8 +176,8 @@ def _parse_days(spec: str) -> list[int]:
         lo = _day_index(first, spec)
         hi = _day_index(last, spec) if sep else lo
         if hi < lo:
-            raise ValueError(f"day range {part.strip()!r} goes backwards: days run mon to sun "
-                             f"(write {first.strip()}-sun, mon-{last.strip()})")
+            split = f"{DAY_NAMES[lo]}-sun, mon" + (f"-{DAY_NAMES[hi]}" if hi else "")
+            raise ValueError(f"day range {part.strip()!r} goes backwards: days run mon to sun (write {split})")
         for day in range(lo, hi + 1):
             if day in days:
                 raise ValueError(f"{DAY_NAMES[day]} is named twice in {spec!r}")
