@@ -134,6 +134,13 @@ def test_mixed_durations_add_the_days_first():
     assert OFFICE.add(paris(2026, 12, 10, 10), seconds=12 * HOUR, days=1) == paris(2026, 12, 14, 13)
 
 
+def test_an_integer_is_working_seconds_and_parts_keep_their_days():
+    thursday = paris(2026, 12, 10, 10)
+    assert OFFICE.add_duration(thursday, 86400) == paris(2026, 12, 14, 16)      # 24 working hours: 8 + 9 + 7
+    assert OFFICE.add_duration(thursday, duration_parts("1d")) == paris(2026, 12, 11, 10)
+    assert OFFICE.add_duration(thursday, DurationParts(weeks=1, days=0, seconds=0)) == paris(2026, 12, 17, 10)
+
+
 def test_a_week_is_the_working_days_of_the_calendar():
     assert OFFICE.add_duration(paris(2026, 12, 14, 10), "1w") == paris(2026, 12, 21, 10)
     assert OFFICE.add_duration(paris(2026, 12, 17, 10), "1w") == paris(2026, 12, 24, 10)

@@ -59,7 +59,8 @@ Weeks (unit w): ``n`` weeks are ``n`` times the number of weekdays with openings
 5d for a Monday-to-Friday calendar, 6d for Monday-to-Saturday.
 
 Mixed durations (``1d12h``, ``1w2d3h``): the days part first (weeks included), then the seconds
-from there. A bare integer counts seconds. Zero (no days, no seconds) returns the start as it is.
+from there. A bare integer counts working seconds (``86400`` is 24 working hours, not ``1d``).
+Zero (no days, no seconds) returns the start as it is.
 
 Results are in the time zone of ``start`` (which must be timezone-aware), exact to the
 microsecond a start carries.
@@ -402,8 +403,12 @@ class Calendar:
         return u.astimezone(start.tzinfo)
 
     def add_duration(self, start: datetime, duration) -> datetime:
-        """``start`` plus a rules-file duration (``2d``, ``1d12h``, ``90m``, ``1w``, or seconds)."""
-        parts = duration_parts(duration)
+        """``start`` plus a rules-file duration: ``2d``, ``1d12h``, ``90m``, ``1w``, DurationParts.
+
+        A bare integer is working seconds, so it cannot mean days: pass the text (or its
+        DurationParts) of an ``after: 1d``, not the 86400 that ``parse_duration`` makes of it.
+        """
+        parts = duration if isinstance(duration, DurationParts) else duration_parts(duration)
         return self.add(start, seconds=parts.seconds, days=parts.days + parts.weeks * self.working_days_per_week)
 
     def working_seconds_between(self, a: datetime, b: datetime) -> float:
