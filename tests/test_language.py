@@ -200,3 +200,48 @@ def test_notify_takes_a_url_from_the_environment_never_from_the_file():
     with pytest.raises(RulesError) as e:
         parse_rules(text)
     assert "unknown key 'url'" in " ".join(e.value.problems)
+
+
+# -- working time ----------------------------------------------------------------------
+
+CALENDAR_RULES = parse_rules(STATUSES + """
+calendars:
+  paris:
+    time_zone: Europe/Paris
+    hours: {mon-fri: "09:00-18:00"}
+    holidays: ["2026-12-25"]
+rules:
+  - name: silence
+    when: {entered: open}
+    after: 1d
+    calendar: paris
+    do: [{add_label: silent}]
+  - name: nudge
+    when: {entered: waiting_for_feedback}
+    after: 2h
+    repeat: {every: 1d, times: 1}
+    calendar: paris
+    do: [{add_label: nudged}]
+""")
+
+
+def paris_ms(text):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+    return int(datetime.fromisoformat(text).replace(tzinfo=ZoneInfo("Europe/Paris")).timestamp() * 1000)
+
+
+def test_a_working_day_is_the_same_time_next_working_day_across_a_holiday():
+    thursday = paris_ms("2026-12-24T17:00")
+    plan = decide(CALENDAR_RULES, event(status="Open", moved_from="Reopened", ts=thursday),
+                  memory("Reopened", "reopened", ts=thursday - 1000), thursday)
+    assert [(a.rule, a.due_ms) for a in plan.arm] == [("silence", paris_ms("2026-12-28T17:00"))]
+
+
+def test_working_hours_skip_the_weekend_and_repeats_count_working_time_too():
+    friday = paris_ms("2026-11-27T17:00")
+    plan = decide(CALENDAR_RULES, event(status="Waiting for feedback", moved_from="Open", ts=friday),
+                  memory("Open", "open", ts=friday - 1000), friday)
+    [arm] = plan.arm
+    assert arm.due_ms == paris_ms("2026-11-30T10:00")                 # Friday 17:00 + 2h = Monday 10:00
+    assert next_firing(CALENDAR_RULES, CALENDAR_RULES.rule("nudge"), arm.due_ms, 0) == paris_ms("2026-12-01T10:00")

@@ -48,13 +48,14 @@ def plan_effects(rules: RuleSet, rule_name: str) -> tuple[PlannedEffect, ...]:
     return tuple(PlannedEffect(rule.name, i, a) for i, a in enumerate(rule.do)) if rule else ()
 
 
-def due_after(rules: RuleSet, rule: Rule, start_ms: int, seconds: int) -> int:
-    """When ``seconds`` after ``start_ms`` is, in the rule's calendar's working time if it has one."""
+def due_after(rules: RuleSet, rule: Rule, start_ms: int, span) -> int:
+    """When ``span`` (a rule's Duration) after ``start_ms`` is: in the rule's calendar's working
+    time if it has one (``1d`` there is the same time next working day), else wall-clock."""
     calendar = rules.calendar(rule.calendar) if rule.calendar else None
     if calendar is None:
-        return start_ms + seconds * 1000
+        return start_ms + int(span) * 1000
     start = datetime.fromtimestamp(start_ms / 1000, timezone.utc)
-    return int(calendar.add_duration(start, seconds).timestamp() * 1000)
+    return round(calendar.add_duration(start, getattr(span, "text", int(span))).timestamp() * 1000)
 
 
 def next_firing(rules: RuleSet, rule: Rule, fired_due_ms: int, firing: int) -> int | None:

@@ -12,9 +12,10 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError,
                       field_validator, model_validator)
 
+from .calendars import Calendar, CalendarSpec
 from .exceptions import RulesError
 from .rules_yaml import read_yaml, where
 
@@ -48,7 +49,22 @@ def parse_duration(value) -> int:
     return total
 
 
-Duration = Annotated[int, BeforeValidator(parse_duration)]
+class Span(int):
+    """Seconds of a duration, remembering how the file wrote it (``1d`` is not ``24h`` in working time)."""
+
+    text: str | int                 # as written: "1d", or a bare number of seconds
+
+    def __new__(cls, seconds: int, text: str | int) -> "Span":
+        span = int.__new__(cls, seconds)
+        span.text = text
+        return span
+
+
+def _span(value) -> Span:
+    return value if isinstance(value, Span) else Span(parse_duration(value), value)
+
+
+Duration = Annotated[int, PlainValidator(_span)]
 
 
 class _Strict(BaseModel):
@@ -289,7 +305,7 @@ class RuleSet(_Strict):
     time_zone: TimeZone = "UTC"
     projects: dict[str, Audience] = Field(default_factory=dict)
     customers: list[str] = Field(default_factory=list)    # email domains (@acme.com) whose people are customers
-    calendars: dict[str, dict] = Field(default_factory=dict)
+    calendars: dict[str, CalendarSpec] = Field(default_factory=dict)
 
     @field_validator("customers")
     @classmethod
@@ -307,11 +323,10 @@ class RuleSet(_Strict):
     def longest_delay(self) -> int:
         """Seconds of the longest chain of firings a rule's timer makes (0 without timed rules).
 
-        Counted in wall-clock time: a working-time delay is at most this much longer
-        (weekends, holidays), which the retention covers.
+        A working-time delay is bounded in wall-clock time by how little the calendar opens:
+        see ``_wall_clock_bound``.
         """
-        return max(((r.after + (r.repeat.every * r.repeat.times if r.repeat else 0)) * (3 if r.calendar else 1)
-                    for r in self.rules if r.after), default=0)
+        return max((_wall_clock_bound(r) for r in self.rules if r.after), default=0)
 
     def closes_after(self, state: str) -> int | None:
         """Seconds after entering ``state`` when a timed rule moves the ticket on (for "closes on" dates)."""
@@ -378,12 +393,28 @@ class RuleSet(_Strict):
             object.__setattr__(self, "_index_cache", index)  # frozen model: cache by hand
         return index
 
-    def calendar(self, name: str):
+    def calendar(self, name: str) -> Calendar | None:
         """The working-time calendar ``name`` (see workers/calendars.py), or None."""
-        return None
+        built = self.__dict__.setdefault("_calendar_cache", {})    # frozen model: cache by hand
+        if name not in built and name in self.calendars:
+            built[name] = self.calendars[name].build(name)
+        return built.get(name)
 
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)
+
+
+def _wall_clock_bound(rule: Rule) -> int:
+    """Wall-clock seconds a rule's timer chain may take at most.
+
+    In working time, a day may be up to a week of calendar time (a calendar open one
+    day a week) and an hour as long as a week divided by the week's open hours;
+    holidays add to that, so a further month is allowed for them.
+    """
+    total = rule.after + (rule.repeat.every * rule.repeat.times if rule.repeat else 0)
+    if not rule.calendar:
+        return total
+    return total * 7 + 31 * 86400
 
 
 class _Located(ValueError):
