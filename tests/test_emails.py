@@ -198,3 +198,66 @@ def test_the_outbox_writes_an_eml_a_mail_client_opens(tmp_path):
 def test_samples_render_every_template(tmp_path):
     rendered = list(render_samples(RULES, RENDERER, TEMPLATE_NAMES, ["en", "fr"]))
     assert len(rendered) == 2 * len(TEMPLATE_NAMES)
+
+
+# -- a comment is enough, or "Give feedback" must be pressed ------------------
+
+COMMENT_IS_FEEDBACK = parse_rules("""
+statuses: {open: [Open], waiting_for_feedback: [Waiting for feedback], resolved: [Resolved]}
+rules:
+  - name: comment-is-feedback
+    when: {commented: customer}
+    if: {state: waiting_for_feedback}
+    do: [{transition: Open}]
+""")
+BUTTON_ONLY = parse_rules("statuses: {open: [Open], waiting_for_feedback: [Waiting for feedback]}\nrules: []\n")
+
+
+def waiting_context(rules):
+    ticket = replace(sample_ticket(NOW), status="Waiting for feedback")
+    return email_context(rules, ticket, REPORTER, "https://acme.atlassian.net", now=NOW)
+
+
+def test_comment_is_enough_follows_the_rules():
+    assert waiting_context(COMMENT_IS_FEEDBACK)["comment_is_enough"] is True
+    assert waiting_context(BUTTON_ONLY)["comment_is_enough"] is False
+
+
+@pytest.mark.parametrize("name", ["feedback_request", "feedback_reminder"])
+def test_when_a_comment_is_enough_the_customer_is_not_told_to_press_give_feedback(name):
+    en = RENDERER.render(name, "en", waiting_context(COMMENT_IS_FEEDBACK), "UTC")
+    fr = RENDERER.render(name, "fr", waiting_context(COMMENT_IS_FEEDBACK), "Europe/Paris")
+    assert re.search(r"(sends it|goes) back to support by itself", en.text)
+    assert re.search(r"(renvoie|revient) de lui-même", fr.text)
+    for mail in (en, fr):
+        assert "not enough" not in mail.text + mail.html and "ne suffit pas" not in mail.text + mail.html
+        assert "then press" not in mail.text + mail.html and "puis cliquez" not in mail.text + mail.html
+        assert "3. " not in mail.text
+
+
+@pytest.mark.parametrize("name", ["feedback_request", "feedback_reminder"])
+def test_when_only_the_button_works_the_customer_is_told_to_press_it(name):
+    en = RENDERER.render(name, "en", waiting_context(BUTTON_ONLY), "UTC")
+    fr = RENDERER.render(name, "fr", waiting_context(BUTTON_ONLY), "Europe/Paris")
+    assert re.search(r"[Pp]ress “Give feedback”", en.text) and "by itself" not in en.text
+    assert re.search(r"[Cc]liquez sur (le bouton )?«\xa0Give feedback\xa0»", fr.text)
+    assert "de lui-même" not in fr.text + fr.html and "by itself" not in en.html
+    assert "<strong>Give feedback</strong>" in en.html and "<strong>Give feedback</strong>" in fr.html
+
+
+def test_feedback_request_warns_that_a_comment_alone_is_not_enough_only_when_it_is_not():
+    warned = RENDERER.render("feedback_request", "en", waiting_context(BUTTON_ONLY), "UTC")
+    assert "A comment alone is not enough: until you press “Give feedback”" in warned.text
+    assert "3. Press “Give feedback”" in warned.text
+    relaxed = RENDERER.render("feedback_request", "fr", waiting_context(COMMENT_IS_FEEDBACK), "Europe/Paris")
+    assert "Votre commentaire suffit\xa0: dès que vous commentez, le ticket revient de lui-même au support." \
+        in relaxed.text
+    assert "Votre commentaire suffit&nbsp;: dès que vous commentez" in relaxed.html
+
+
+@pytest.mark.parametrize("locale", ["en", "fr"])
+def test_ticket_received_describes_the_feedback_step_as_the_rules_make_it(locale):
+    relaxed = RENDERER.render("ticket_received", locale, waiting_context(COMMENT_IS_FEEDBACK), "UTC")
+    strict = RENDERER.render("ticket_received", locale, waiting_context(BUTTON_ONLY), "UTC")
+    assert "Give feedback" not in relaxed.text and "Give feedback" not in relaxed.html
+    assert "Give feedback" in strict.text and "Give feedback" in strict.html
