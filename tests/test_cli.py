@@ -23,7 +23,7 @@ def relance(*args, env=None):
 def test_check_accepts_the_shipped_rules():
     result = relance("check")
     assert result.returncode == 0
-    assert "OK, 6 rules (2 timed), 5 lifecycle states; 6 email templates render in en, fr" in result.stdout
+    assert "OK, 6 rules (2 timed), 5 lifecycle states; 8 email templates render in en, fr" in result.stdout
 
 
 def test_check_reports_every_problem_with_its_line(tmp_path):

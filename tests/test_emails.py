@@ -261,3 +261,82 @@ def test_ticket_received_describes_the_feedback_step_as_the_rules_make_it(locale
     strict = RENDERER.render("ticket_received", locale, waiting_context(BUTTON_ONLY), "UTC")
     assert "Give feedback" not in relaxed.text and "Give feedback" not in relaxed.html
     assert "Give feedback" in strict.text and "Give feedback" in strict.html
+
+
+# -- internal emails: support has not answered; the customer commented a resolved ticket -----
+
+def internal(name, locale, **changes):
+    ctx = context(**changes)
+    mail = RENDERER.render(name, locale, ctx, "Europe/Paris")
+    assert "{{" not in mail.subject + mail.text + mail.html and "{%" not in mail.text + mail.html
+    return mail
+
+
+@pytest.mark.parametrize("locale, said", [
+    ("en", ["[SUP-42] No answer from support for 3 days: Login fails", "has been Reopened since November 25, 2026",
+            "Assignee:        Sam Support", "Internal notification", "The customer does not receive it."]),
+    ("fr", ["[SUP-42] Sans réponse du support depuis 3\xa0jours\xa0: Login fails",
+            "au statut «\xa0Réouvert\xa0» depuis le 25 novembre 2026", "Assigné à\xa0:          Sam Support",
+            "Notification interne", "Le client ne la reçoit pas."]),
+])
+def test_support_silence_tells_the_assignee_how_long_the_customer_has_waited(locale, said):
+    mail = internal("support_silence", locale, status="Reopened" if locale == "en" else "Réouvert")
+    seen = f"{mail.subject}\n{mail.text}"
+    for words in said:
+        assert words in seen
+    assert "    Still broken after the 2.3.1 update." in mail.text       # the customer's words, quoted
+    assert "Nobody is assigned" not in mail.text and "Personne n’est assigné" not in mail.text
+    assert "Internal · Waiting for support" in mail.html or "Interne · En attente du support" in mail.html
+    assert "quote-customer" in mail.html and "&lt;b&gt;This is urgent&lt;/b&gt;" in mail.html
+    assert "<b>This is urgent</b>" not in mail.html
+
+
+@pytest.mark.parametrize("locale, subject, ask, note", [
+    ("en", "[SUP-42] Unassigned, no answer from support for 3 days: ",
+     "Nobody is assigned to it. Could a support lead pick it up", "Nobody is assigned to this ticket."),
+    ("fr", "[SUP-42] Non assigné, sans réponse du support depuis 3\xa0jours\xa0: ",
+     "Personne n’est assigné à ce ticket. Un responsable du support peut-il le prendre en charge",
+     "Personne n’est assigné à ce ticket."),
+])
+def test_support_silence_on_an_unassigned_ticket_asks_a_lead_to_pick_it_up(locale, subject, ask, note):
+    mail = internal("support_silence", locale, assignee=None, comments=(), event=None)
+    assert mail.subject.startswith(subject)
+    assert ask in mail.text
+    assert re.search(r'class="note"[^>]*><strong[^>]*>' + re.escape(note), mail.html)
+    assert "unassigned" in mail.text or "personne" in mail.text
+    assert "has not commented" in mail.text or "n’a pas commenté" in mail.text
+
+
+def test_support_silence_without_a_status_still_reads_well():
+    mail = internal("support_silence", "en", status=None, priority=None)
+    assert "it has been waiting since" in mail.text and "Status:          unknown" in mail.text
+    assert "Priority:        not set" in mail.text
+
+
+@pytest.mark.parametrize("locale, said", [
+    ("en", ["[SUP-42] The customer commented on a resolved ticket: Login fails",
+            "which support resolved on November 25, 2026", "reopen the ticket",
+            "relance does not reopen the ticket by itself: a “Thanks!” must not reopen a ticket",
+            "The customer does not receive it."]),
+    ("fr", ["[SUP-42] Commentaire du client sur un ticket résolu\xa0: Login fails",
+            "que le support a résolu le 25 novembre 2026", "rouvrez le ticket",
+            "relance ne rouvre pas le ticket de lui-même\xa0: un «\xa0Merci\xa0!\xa0» ne doit pas rouvrir un ticket",
+            "Le client ne la reçoit pas."]),
+])
+def test_customer_replied_quotes_the_customer_and_leaves_the_decision_to_support(locale, said):
+    mail = internal("customer_replied", locale, status="Resolved")
+    seen = f"{mail.subject}\n{mail.text}"
+    for words in said:
+        assert words in seen
+    assert "    Still broken after the 2.3.1 update." in mail.text
+    assert "quote-customer" in mail.html and "&lt;b&gt;This is urgent&lt;/b&gt;" in mail.html
+    assert "Internal · Customer comment" in mail.html or "Interne · Commentaire du client" in mail.html
+
+
+def test_the_samples_give_each_template_the_status_it_is_written_for():
+    from workers.samples import sample_context
+    assert sample_context(RULES, "support_silence")["ticket"]["status"] == "Reopened"
+    assert sample_context(RULES, "feedback_request")["ticket"]["status"] == "Waiting for feedback"
+    assert sample_context(RULES, "customer_replied")["ticket"]["status"] == "Resolved"
+    assert sample_context(RULES, "customer_replied")["assignee_name"] == "Sam Support"
+    assert email_context(RULES, sample_ticket(NOW, assignee=None))["assignee_name"] == ""
