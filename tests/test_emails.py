@@ -340,3 +340,49 @@ def test_the_samples_give_each_template_the_status_it_is_written_for():
     assert sample_context(RULES, "customer_replied")["ticket"]["status"] == "Resolved"
     assert sample_context(RULES, "customer_replied")["assignee_name"] == "Sam Support"
     assert email_context(RULES, sample_ticket(NOW, assignee=None))["assignee_name"] == ""
+
+
+# -- JIRA comments (templates/jira/) and chat messages (templates/chat/) -------------
+
+def reopened(**changes):
+    return context(status="Reopened", **changes)
+
+
+@pytest.mark.parametrize("folder, name, locale, expected", [
+    ("jira", "escalation_note", "en", "(i) Reopened by Jeanne Martin (2 times so far). Priority raised to *High*; "
+                                      "the support leads have been notified."),
+    ("jira", "escalation_note", "fr", "(i) Ticket rouvert par Jeanne Martin (2e\xa0fois). Priorité relevée à "
+                                      "*High*\xa0; les responsables du support ont été prévenus."),
+    # chat: two plain lines, the ticket's text as typed, the link last
+    ("chat", "escalation_chat", "en", "Escalation: SUP-42 reopened by Jeanne Martin (2 times), priority High: "
+                                      "Login fails after upgrading to SDK 2.3 <script>alert(1)</script>\n"
+                                      "https://acme.atlassian.net/browse/SUP-42"),
+    ("chat", "escalation_chat", "fr", "Escalade\xa0: SUP-42 rouvert par Jeanne Martin (2e\xa0fois), priorité "
+                                      "High\xa0: Login fails after upgrading to SDK 2.3 <script>alert(1)</script>\n"
+                                      "https://acme.atlassian.net/browse/SUP-42"),
+])
+def test_the_escalation_s_jira_comment_and_chat_message(folder, name, locale, expected):
+    assert RENDERER.render_text(folder, name, locale, reopened(), "Europe/Paris") == expected
+
+
+def test_the_escalation_note_of_a_first_reopening_without_a_known_author_or_priority():
+    ctx = context(status="Reopened", times_reopened=1, event=None, priority=None)
+    assert ctx["reopened_by"] == ""
+    assert RENDERER.render_text("jira", "escalation_note", "en", ctx) == \
+        "(i) Reopened. Priority raised; the support leads have been notified."
+    assert RENDERER.render_text("jira", "escalation_note", "fr_FR", ctx) == \
+        "(i) Ticket rouvert. Priorité relevée\xa0; les responsables du support ont été prévenus."
+
+
+def test_a_text_template_in_an_unknown_locale_falls_back_to_the_default():
+    assert RENDERER.render_text("chat", "escalation_chat", "de_DE", reopened()).startswith("Escalation: SUP-42")
+
+
+def test_text_samples_render_every_jira_and_chat_template():
+    from workers.samples import render_text_samples, text_templates
+    for folder, name in (("jira", "escalation_note"), ("chat", "escalation_chat")):
+        pairs = text_templates(TEMPLATES, folder)
+        assert pairs == [("en", name), ("fr", name)]
+        for locale, _, text in render_text_samples(RULES, RENDERER, folder, pairs):
+            assert "SUP-42" in text or "Jeanne Martin" in text
+            assert "{{" not in text and "{%" not in text
