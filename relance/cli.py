@@ -25,15 +25,29 @@ from workers.exceptions import ConfigError, PayloadError, RulesError
 from workers.settings import PROJECT_ROOT, Settings
 
 
+TEXT_FOLDERS = {"jira": "JIRA comment", "chat": "chat message"}    # templates/<folder>/<locale>/<name>.txt
+
+
+def _where(error: Exception, relative: str) -> str:
+    """``jira/fr/escalation_note.txt:3``: the line of template ``relative`` where rendering failed, if known."""
+    import traceback
+    line = error.lineno if getattr(error, "name", None) == relative else None     # a syntax error
+    for frame in traceback.extract_tb(error.__traceback__):
+        if frame.filename.replace("\\", "/").endswith("/" + relative):
+            line = frame.lineno
+    return f"{relative}:{line}" if line else relative
+
+
 def cmd_check(args) -> int:
-    """Validate the rules file, then render every email template in every locale with sample data."""
+    """Validate the rules file, then render every email template in every locale, and every JIRA comment
+    (templates/jira/) and chat message (templates/chat/) template, with sample data."""
     settings = Settings.from_env()
     path = Path(args.rules) if args.rules else settings.rules_file
     from jinja2 import TemplateError
 
     from workers.emails import TEMPLATE_NAMES, Renderer, template_location
     from workers.rules import load_rules
-    from workers.samples import render_samples
+    from workers.samples import render_samples, render_text_samples, text_templates
     try:
         rules = load_rules(path, settings.templates_dir)
     except RulesError as e:
@@ -50,33 +64,50 @@ def cmd_check(args) -> int:
                 where = template_location(e) or f"emails/{locale}/{name}"
                 print(f"{settings.templates_dir}/{where}: {e.__class__.__name__}: {e}", file=sys.stderr)
                 problems += 1
+    texts = {}
+    for folder in TEXT_FOLDERS:
+        for locale, name in text_templates(settings.templates_dir, folder):
+            try:
+                list(render_text_samples(rules, renderer, folder, [(locale, name)]))
+            except TemplateError as e:
+                where = _where(e, f"{folder}/{locale}/{name}.txt")
+                print(f"{settings.templates_dir}/{where}: {e.__class__.__name__}: {e}", file=sys.stderr)
+                problems += 1
+            texts.setdefault(f"{folder}/{name}", []).append(locale)
     if problems:
         return 1
     timed = sum(1 for r in rules.rules if r.after)
+    rendered = "".join(f", {name} ({', '.join(locales)})" for name, locales in texts.items())
     print(f"{path}: OK, {len(rules.rules)} rules ({timed} timed), {len(rules.statuses)} lifecycle states; "
-          f"{len(names)} email templates render in {', '.join(renderer.locales())}")
+          f"{len(names)} email templates render in {', '.join(renderer.locales())}"
+          + (f"; text templates render too: {rendered[2:]}" if texts else ""))
     return 0
 
 
 def cmd_preview(args) -> int:
-    """Render templates with sample data to HTML and text files a browser and an editor open."""
+    """Render templates with sample data to HTML and text files a browser and an editor open: emails as
+    ``<out>/<locale>/<name>.{html,txt}``, JIRA comments and chat messages as ``<out>/<folder>/<locale>/<name>.txt``."""
     settings = Settings.from_env()
     from workers.emails import TEMPLATE_NAMES, Renderer
     from workers.rules import load_rules
-    from workers.samples import render_samples
+    from workers.samples import render_samples, render_text_samples, text_templates
     try:
         rules = load_rules(settings.rules_file, settings.templates_dir)
     except RulesError as e:
         print(e, file=sys.stderr)
         return 1
     renderer = Renderer(settings.templates_dir, rules.locale)
-    names = args.template or list(TEMPLATE_NAMES)
-    locales = args.locale or renderer.locales()
-    unknown = [n for n in names if n not in TEMPLATE_NAMES and not (settings.templates_dir / "emails" /
-                                                                    rules.locale / f"{n}.html").exists()]
+    texts = {folder: text_templates(settings.templates_dir, folder) for folder in TEXT_FOLDERS}
+    text_names = {name for pairs in texts.values() for _, name in pairs}
+    wanted = args.template or list(TEMPLATE_NAMES) + sorted(text_names)
+    names = [n for n in wanted if n in TEMPLATE_NAMES or (settings.templates_dir / "emails" / rules.locale /
+                                                         f"{n}.html").exists()]
+    unknown = [n for n in wanted if n not in names and n not in text_names]
     if unknown:
-        print(f"relance: no template {', '.join(unknown)}; known: {', '.join(TEMPLATE_NAMES)}", file=sys.stderr)
+        known = ", ".join(list(TEMPLATE_NAMES) + sorted(text_names))
+        print(f"relance: no template {', '.join(unknown)}; known: {known}", file=sys.stderr)
         return 2
+    locales = args.locale or renderer.locales()
     out = Path(args.out)
     for name, locale, mail in render_samples(rules, renderer, names, locales, settings.jira_base_url):
         target = out / locale / name
@@ -84,6 +115,14 @@ def cmd_preview(args) -> int:
         target.with_suffix(".html").write_text(mail.html, encoding="utf-8")
         target.with_suffix(".txt").write_text(f"Subject: {mail.subject}\n\n{mail.text}", encoding="utf-8")
         print(f"{target.with_suffix('.html')}  {mail.subject}")
+    bases = {(loc or "").replace("-", "_").split("_")[0] for loc in locales} | set(locales)
+    for folder, pairs in texts.items():
+        pairs = [(loc, n) for loc, n in pairs if n in wanted and loc in bases]
+        for locale, name, text in render_text_samples(rules, renderer, folder, pairs, settings.jira_base_url):
+            target = out / folder / locale / f"{name}.txt"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text + "\n", encoding="utf-8")
+            print(f"{target}  {text.splitlines()[0] if text else ''}")
     return 0
 
 

@@ -23,7 +23,7 @@ def relance(*args, env=None):
 def test_check_accepts_the_shipped_rules():
     result = relance("check")
     assert result.returncode == 0
-    assert "OK, 6 rules (2 timed), 5 lifecycle states; 6 email templates render in en, fr" in result.stdout
+    assert "OK, 6 rules (2 timed), 5 lifecycle states; 8 email templates render in en, fr" in result.stdout
 
 
 def test_check_reports_every_problem_with_its_line(tmp_path):
@@ -63,6 +63,50 @@ def test_check_renders_every_template_and_names_an_unknown_variable(tmp_path):
     result = relance("check", str(rules), env=env)
     assert result.returncode == 1
     assert "emails/fr/escalation.txt" in result.stderr and "'customer_nmae' is undefined" in result.stderr
+
+
+def test_check_renders_jira_and_chat_templates_and_names_the_file_of_an_unknown_variable(tmp_path):
+    templates = tmp_path / "templates"
+    shutil.copytree(PROJECT_ROOT / "templates", templates)
+    note = templates / "jira" / "fr" / "escalation_note.txt"
+    note.write_text(note.read_text() + "Rouvert {{ reopend_by }}.\n")
+    (templates / "chat" / "en" / "daily.txt").write_text("{{ ticket.key }}\n{{ ticket.sumary }}\n")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text((PROJECT_ROOT / "rules.yaml").read_text())
+    result = relance("check", str(rules), env={"RELANCE_TEMPLATES_DIR": str(templates)})
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert f"{templates}/jira/fr/escalation_note.txt:4: UndefinedError: 'reopend_by' is undefined" in lines
+    assert any(line.startswith(f"{templates}/chat/en/daily.txt:2: UndefinedError: ") and "sumary" in line
+               for line in lines), lines
+    assert len(lines) == 2, lines        # the other templates render
+
+
+def test_check_says_which_text_templates_render(tmp_path):
+    result = relance("check")
+    assert result.returncode == 0, result.stderr
+    assert "text templates render too: jira/escalation_note (en, fr), chat/escalation_chat (en, fr)" \
+        in result.stdout
+
+
+def test_check_names_a_syntax_error_in_a_chat_template(tmp_path):
+    templates = tmp_path / "templates"
+    shutil.copytree(PROJECT_ROOT / "templates", templates)
+    (templates / "chat" / "fr" / "escalation_chat.txt").write_text("{{ ticket.key }}\n{% if ticket.priority %}\n")
+    result = relance("check", env={"RELANCE_TEMPLATES_DIR": str(templates)})
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"{templates}/chat/fr/escalation_chat.txt:2: TemplateSyntaxError: ")
+
+
+def test_preview_writes_jira_and_chat_templates_as_text(tmp_path):
+    result = relance("preview", "escalation_note", "escalation_chat", "--locale", "fr", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    note = (tmp_path / "jira" / "fr" / "escalation_note.txt").read_text()
+    assert note.startswith("(i) Ticket rouvert par Jeanne Martin")
+    chat = (tmp_path / "chat" / "fr" / "escalation_chat.txt").read_text().splitlines()
+    assert chat[0].startswith("Escalade\xa0: SUP-42 rouvert") and chat[1].endswith("/browse/SUP-42")
+    assert not (tmp_path / "jira" / "en").exists() and not (tmp_path / "fr" / "escalation_note.html").exists()
+    assert len(result.stdout.strip().splitlines()) == 2
 
 
 def test_preview_writes_html_and_text_for_each_template(tmp_path):

@@ -198,3 +198,191 @@ def test_the_outbox_writes_an_eml_a_mail_client_opens(tmp_path):
 def test_samples_render_every_template(tmp_path):
     rendered = list(render_samples(RULES, RENDERER, TEMPLATE_NAMES, ["en", "fr"]))
     assert len(rendered) == 2 * len(TEMPLATE_NAMES)
+
+
+# -- a comment is enough, or "Give feedback" must be pressed ------------------
+
+COMMENT_IS_FEEDBACK = parse_rules("""
+statuses: {open: [Open], waiting_for_feedback: [Waiting for feedback], resolved: [Resolved]}
+rules:
+  - name: comment-is-feedback
+    when: {commented: customer}
+    if: {state: waiting_for_feedback}
+    do: [{transition: Open}]
+""")
+BUTTON_ONLY = parse_rules("statuses: {open: [Open], waiting_for_feedback: [Waiting for feedback]}\nrules: []\n")
+
+
+def waiting_context(rules):
+    ticket = replace(sample_ticket(NOW), status="Waiting for feedback")
+    return email_context(rules, ticket, REPORTER, "https://acme.atlassian.net", now=NOW)
+
+
+def test_comment_is_enough_follows_the_rules():
+    assert waiting_context(COMMENT_IS_FEEDBACK)["comment_is_enough"] is True
+    assert waiting_context(BUTTON_ONLY)["comment_is_enough"] is False
+
+
+@pytest.mark.parametrize("name", ["feedback_request", "feedback_reminder"])
+def test_when_a_comment_is_enough_the_customer_is_not_told_to_press_give_feedback(name):
+    en = RENDERER.render(name, "en", waiting_context(COMMENT_IS_FEEDBACK), "UTC")
+    fr = RENDERER.render(name, "fr", waiting_context(COMMENT_IS_FEEDBACK), "Europe/Paris")
+    assert re.search(r"(sends it|goes) back to support by itself", en.text)
+    assert re.search(r"(renvoie|revient) de lui-même", fr.text)
+    for mail in (en, fr):
+        assert "not enough" not in mail.text + mail.html and "ne suffit pas" not in mail.text + mail.html
+        assert "then press" not in mail.text + mail.html and "puis cliquez" not in mail.text + mail.html
+        assert "3. " not in mail.text
+
+
+@pytest.mark.parametrize("name", ["feedback_request", "feedback_reminder"])
+def test_when_only_the_button_works_the_customer_is_told_to_press_it(name):
+    en = RENDERER.render(name, "en", waiting_context(BUTTON_ONLY), "UTC")
+    fr = RENDERER.render(name, "fr", waiting_context(BUTTON_ONLY), "Europe/Paris")
+    assert re.search(r"[Pp]ress “Give feedback”", en.text) and "by itself" not in en.text
+    assert re.search(r"[Cc]liquez sur (le bouton )?«\xa0Give feedback\xa0»", fr.text)
+    assert "de lui-même" not in fr.text + fr.html and "by itself" not in en.html
+    assert "<strong>Give feedback</strong>" in en.html and "<strong>Give feedback</strong>" in fr.html
+
+
+def test_feedback_request_warns_that_a_comment_alone_is_not_enough_only_when_it_is_not():
+    warned = RENDERER.render("feedback_request", "en", waiting_context(BUTTON_ONLY), "UTC")
+    assert "A comment alone is not enough: until you press “Give feedback”" in warned.text
+    assert "3. Press “Give feedback”" in warned.text
+    relaxed = RENDERER.render("feedback_request", "fr", waiting_context(COMMENT_IS_FEEDBACK), "Europe/Paris")
+    assert "Votre commentaire suffit\xa0: dès que vous commentez, le ticket revient de lui-même au support." \
+        in relaxed.text
+    assert "Votre commentaire suffit&nbsp;: dès que vous commentez" in relaxed.html
+
+
+@pytest.mark.parametrize("locale", ["en", "fr"])
+def test_ticket_received_describes_the_feedback_step_as_the_rules_make_it(locale):
+    relaxed = RENDERER.render("ticket_received", locale, waiting_context(COMMENT_IS_FEEDBACK), "UTC")
+    strict = RENDERER.render("ticket_received", locale, waiting_context(BUTTON_ONLY), "UTC")
+    assert "Give feedback" not in relaxed.text and "Give feedback" not in relaxed.html
+    assert "Give feedback" in strict.text and "Give feedback" in strict.html
+
+
+# -- internal emails: support has not answered; the customer commented a resolved ticket -----
+
+def internal(name, locale, **changes):
+    ctx = context(**changes)
+    mail = RENDERER.render(name, locale, ctx, "Europe/Paris")
+    assert "{{" not in mail.subject + mail.text + mail.html and "{%" not in mail.text + mail.html
+    return mail
+
+
+@pytest.mark.parametrize("locale, said", [
+    ("en", ["[SUP-42] No answer from support for 3 days: Login fails", "has been Reopened since November 25, 2026",
+            "Assignee:        Sam Support", "Internal notification", "The customer does not receive it."]),
+    ("fr", ["[SUP-42] Sans réponse du support depuis 3\xa0jours\xa0: Login fails",
+            "au statut «\xa0Réouvert\xa0» depuis le 25 novembre 2026", "Assigné à\xa0:          Sam Support",
+            "Notification interne", "Le client ne la reçoit pas."]),
+])
+def test_support_silence_tells_the_assignee_how_long_the_customer_has_waited(locale, said):
+    mail = internal("support_silence", locale, status="Reopened" if locale == "en" else "Réouvert")
+    seen = f"{mail.subject}\n{mail.text}"
+    for words in said:
+        assert words in seen
+    assert "    Still broken after the 2.3.1 update." in mail.text       # the customer's words, quoted
+    assert "Nobody is assigned" not in mail.text and "Personne n’est assigné" not in mail.text
+    assert "Internal · Waiting for support" in mail.html or "Interne · En attente du support" in mail.html
+    assert "quote-customer" in mail.html and "&lt;b&gt;This is urgent&lt;/b&gt;" in mail.html
+    assert "<b>This is urgent</b>" not in mail.html
+
+
+@pytest.mark.parametrize("locale, subject, ask, note", [
+    ("en", "[SUP-42] Unassigned, no answer from support for 3 days: ",
+     "Nobody is assigned to it. Could a support lead pick it up", "Nobody is assigned to this ticket."),
+    ("fr", "[SUP-42] Non assigné, sans réponse du support depuis 3\xa0jours\xa0: ",
+     "Personne n’est assigné à ce ticket. Un responsable du support peut-il le prendre en charge",
+     "Personne n’est assigné à ce ticket."),
+])
+def test_support_silence_on_an_unassigned_ticket_asks_a_lead_to_pick_it_up(locale, subject, ask, note):
+    mail = internal("support_silence", locale, assignee=None, comments=(), event=None)
+    assert mail.subject.startswith(subject)
+    assert ask in mail.text
+    assert re.search(r'class="note"[^>]*><strong[^>]*>' + re.escape(note), mail.html)
+    assert "unassigned" in mail.text or "personne" in mail.text
+    assert "has not commented" in mail.text or "n’a pas commenté" in mail.text
+
+
+def test_support_silence_without_a_status_still_reads_well():
+    mail = internal("support_silence", "en", status=None, priority=None)
+    assert "it has been waiting since" in mail.text and "Status:          unknown" in mail.text
+    assert "Priority:        not set" in mail.text
+
+
+@pytest.mark.parametrize("locale, said", [
+    ("en", ["[SUP-42] The customer commented on a resolved ticket: Login fails",
+            "which support resolved on November 25, 2026", "reopen the ticket",
+            "relance does not reopen the ticket by itself: a “Thanks!” must not reopen a ticket",
+            "The customer does not receive it."]),
+    ("fr", ["[SUP-42] Commentaire du client sur un ticket résolu\xa0: Login fails",
+            "que le support a résolu le 25 novembre 2026", "rouvrez le ticket",
+            "relance ne rouvre pas le ticket de lui-même\xa0: un «\xa0Merci\xa0!\xa0» ne doit pas rouvrir un ticket",
+            "Le client ne la reçoit pas."]),
+])
+def test_customer_replied_quotes_the_customer_and_leaves_the_decision_to_support(locale, said):
+    mail = internal("customer_replied", locale, status="Resolved")
+    seen = f"{mail.subject}\n{mail.text}"
+    for words in said:
+        assert words in seen
+    assert "    Still broken after the 2.3.1 update." in mail.text
+    assert "quote-customer" in mail.html and "&lt;b&gt;This is urgent&lt;/b&gt;" in mail.html
+    assert "Internal · Customer comment" in mail.html or "Interne · Commentaire du client" in mail.html
+
+
+def test_the_samples_give_each_template_the_status_it_is_written_for():
+    from workers.samples import sample_context
+    assert sample_context(RULES, "support_silence")["ticket"]["status"] == "Reopened"
+    assert sample_context(RULES, "feedback_request")["ticket"]["status"] == "Waiting for feedback"
+    assert sample_context(RULES, "customer_replied")["ticket"]["status"] == "Resolved"
+    assert sample_context(RULES, "customer_replied")["assignee_name"] == "Sam Support"
+    assert email_context(RULES, sample_ticket(NOW, assignee=None))["assignee_name"] == ""
+
+
+# -- JIRA comments (templates/jira/) and chat messages (templates/chat/) -------------
+
+def reopened(**changes):
+    return context(status="Reopened", **changes)
+
+
+@pytest.mark.parametrize("folder, name, locale, expected", [
+    ("jira", "escalation_note", "en", "(i) Reopened by Jeanne Martin (2 times so far). Priority raised to *High*; "
+                                      "the support leads have been notified."),
+    ("jira", "escalation_note", "fr", "(i) Ticket rouvert par Jeanne Martin (2e\xa0fois). Priorité relevée à "
+                                      "*High*\xa0; les responsables du support ont été prévenus."),
+    # chat: two plain lines, the ticket's text as typed, the link last
+    ("chat", "escalation_chat", "en", "Escalation: SUP-42 reopened by Jeanne Martin (2 times), priority High: "
+                                      "Login fails after upgrading to SDK 2.3 <script>alert(1)</script>\n"
+                                      "https://acme.atlassian.net/browse/SUP-42"),
+    ("chat", "escalation_chat", "fr", "Escalade\xa0: SUP-42 rouvert par Jeanne Martin (2e\xa0fois), priorité "
+                                      "High\xa0: Login fails after upgrading to SDK 2.3 <script>alert(1)</script>\n"
+                                      "https://acme.atlassian.net/browse/SUP-42"),
+])
+def test_the_escalation_s_jira_comment_and_chat_message(folder, name, locale, expected):
+    assert RENDERER.render_text(folder, name, locale, reopened(), "Europe/Paris") == expected
+
+
+def test_the_escalation_note_of_a_first_reopening_without_a_known_author_or_priority():
+    ctx = context(status="Reopened", times_reopened=1, event=None, priority=None)
+    assert ctx["reopened_by"] == ""
+    assert RENDERER.render_text("jira", "escalation_note", "en", ctx) == \
+        "(i) Reopened. Priority raised; the support leads have been notified."
+    assert RENDERER.render_text("jira", "escalation_note", "fr_FR", ctx) == \
+        "(i) Ticket rouvert. Priorité relevée\xa0; les responsables du support ont été prévenus."
+
+
+def test_a_text_template_in_an_unknown_locale_falls_back_to_the_default():
+    assert RENDERER.render_text("chat", "escalation_chat", "de_DE", reopened()).startswith("Escalation: SUP-42")
+
+
+def test_text_samples_render_every_jira_and_chat_template():
+    from workers.samples import render_text_samples, text_templates
+    for folder, name in (("jira", "escalation_note"), ("chat", "escalation_chat")):
+        pairs = text_templates(TEMPLATES, folder)
+        assert pairs == [("en", name), ("fr", name)]
+        for locale, _, text in render_text_samples(RULES, RENDERER, folder, pairs):
+            assert "SUP-42" in text or "Jeanne Martin" in text
+            assert "{{" not in text and "{%" not in text

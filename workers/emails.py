@@ -20,7 +20,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFo
 from .markup import wiki_html, wiki_text
 
 TEMPLATE_NAMES = ("ticket_received", "feedback_request", "feedback_reminder", "resolved_notice", "auto_closed",
-                  "escalation")
+                  "escalation", "support_silence", "customer_replied")
 
 
 @dataclass(frozen=True)

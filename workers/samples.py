@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from .actions import Ticket, email_context
 from .emails import Renderer, RenderedEmail
@@ -11,7 +12,7 @@ from .rules import RuleSet
 
 REPORTER = Person(account_id="5b10a2844c20165700ede21g", display_name="Jeanne Martin",
                   email="jeanne.martin@client.example", locale="fr_FR", time_zone="Europe/Paris")
-SUPPORT = Person(account_id="5b10ac8d82e05b22cc7d4ef5", display_name="Sam Support")
+SUPPORT = Person(account_id="5b10ac8d82e05b22cc7d4ef5", display_name="Sam Support")   # also the assignee
 
 QUESTION = """Thanks for the details. To reproduce it we need two things:
 # the *exact* SDK version (see {{sdk --version}})
@@ -26,25 +27,53 @@ CUSTOMER_WORDS = """Still broken after the 2.3.1 update. Same error, see [the lo
 <b>This is urgent</b> for our release on Monday."""
 
 
-def sample_ticket(now: datetime | None = None, since: timedelta = timedelta(days=3)) -> Ticket:
+# The JIRA status a template is written for (the sample ticket is Resolved for the others).
+STATUS = {"ticket_received": "Open", "feedback_request": "Waiting for feedback",
+          "feedback_reminder": "Waiting for feedback", "escalation": "Reopened", "support_silence": "Reopened",
+          "escalation_note": "Reopened", "escalation_chat": "Reopened"}
+
+
+def sample_ticket(now: datetime | None = None, since: timedelta = timedelta(days=3), status: str = "Resolved",
+                  assignee: Person | None = SUPPORT) -> Ticket:
+    """SUP-42, in ``status`` for ``since``; ``assignee=None`` for an unassigned ticket."""
     now = now or datetime.now(timezone.utc)
     comments = (Comment("10001", "It fails on the login page with error 500.", REPORTER),
                 Comment("10002", QUESTION, SUPPORT), Comment("10003", CUSTOMER_WORDS, REPORTER))
     event = TicketEvent(webhook_event="jira:issue_updated", issue_key="SUP-42", issue_id="10042",
                         timestamp_ms=int(now.timestamp() * 1000), actor=REPORTER)
     return Ticket(key="SUP-42", summary="Login fails after upgrading to SDK 2.3 <script>alert(1)</script>",
-                  status="Resolved", priority="High", reporter=REPORTER, comments=comments,
+                  status=status, priority="High", reporter=REPORTER, assignee=assignee, comments=comments,
                   site_url="https://acme.atlassian.net", project="SUP", event=event,
                   since_ms=int((now - since).timestamp() * 1000), times_reopened=2)
 
 
+def sample_context(rules: RuleSet, name: str, reader: Person | None = REPORTER,
+                   jira_base_url: str | None = None) -> dict:
+    """The variables template ``name`` gets for the sample ticket, in the status it is written for."""
+    return email_context(rules, sample_ticket(status=STATUS.get(name, "Resolved")), reader, jira_base_url)
+
+
 def render_samples(rules: RuleSet, renderer: Renderer, names, locales, jira_base_url: str | None = None):
     """Yield (name, locale, RenderedEmail) for every pair. Rendering raises on an unknown variable."""
-    ticket = sample_ticket()
-    context = email_context(rules, ticket, REPORTER, jira_base_url)
     for name in names:
+        context = sample_context(rules, name, REPORTER, jira_base_url)
         for locale in locales:
             yield name, locale, renderer.render(name, locale, context, REPORTER.time_zone)
 
 
-__all__ = ["render_samples", "sample_ticket", "RenderedEmail"]
+def text_templates(templates_dir: Path, folder: str) -> list[tuple[str, str]]:
+    """(locale, name) of every ``<folder>/<locale>/<name>.txt``: JIRA comments (jira/), chat messages (chat/)."""
+    return sorted((path.parent.name, path.stem) for path in (Path(templates_dir) / folder).glob("*/*.txt"))
+
+
+def render_text_samples(rules: RuleSet, renderer: Renderer, folder: str, pairs, jira_base_url: str | None = None):
+    """Yield (locale, name, text) for each (locale, name), as a rule's comment or notify action renders it
+    (no reader: the project's or the file's locale and time zone). Raises on an unknown variable."""
+    time_zone = rules.audience(sample_ticket().project)[1]
+    for locale, name in pairs:
+        context = sample_context(rules, name, None, jira_base_url)
+        yield locale, name, renderer.render_text(folder, name, locale, context, time_zone)
+
+
+__all__ = ["render_samples", "render_text_samples", "sample_context", "sample_ticket", "text_templates",
+           "RenderedEmail"]
