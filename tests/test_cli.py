@@ -23,7 +23,7 @@ def relance(*args, env=None):
 def test_check_accepts_the_shipped_rules():
     result = relance("check")
     assert result.returncode == 0
-    assert "OK, 6 rules (2 timed), 5 lifecycle states; 8 email templates render in en, fr" in result.stdout
+    assert "OK, 9 rules (3 timed), 5 lifecycle states; 8 email templates render in en, fr" in result.stdout
 
 
 def test_check_reports_every_problem_with_its_line(tmp_path):
@@ -33,8 +33,8 @@ def test_check_reports_every_problem_with_its_line(tmp_path):
     result = relance("check", str(bad))
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert lines[0] == f"{bad}:40: rules[4].after: invalid duration 'soon': use 30s, 15m, 72h, 5d (or a sum like 1d12h)"
-    assert lines[1].startswith(f"{bad}:49: rules[5].do[1].add_label: ")
+    assert lines[0] == f"{bad}:55: rules[5].after: invalid duration 'soon': use 30s, 15m, 72h, 5d (or a sum like 1d12h)"
+    assert lines[1].startswith(f"{bad}:73: rules[7].do[1].add_label: ")
 
 
 def test_a_worker_refuses_to_start_on_a_bad_rules_file(tmp_path, redis_server):

@@ -28,7 +28,7 @@ def test_entering_waiting_for_feedback_emails_the_reporter():
     plan = decide(RULES, moved("In Progress", "Waiting for feedback"), TicketMemory(), T0)
     assert plan.reading.transition.describe() == "left open, entered waiting_for_feedback"
     assert [(e.rule, e.action.kind) for e in plan.effects] == [("feedback-request", "email")]
-    assert [a.rule for a in plan.arm] == ["feedback-reminder"] and plan.cancel == ()
+    assert [a.rule for a in plan.arm] == ["feedback-reminder"] and plan.cancel == ("support-silence",)
 
 
 def test_entering_resolved_arms_the_auto_close_timer_from_the_event_time():
@@ -116,7 +116,7 @@ def test_every_real_payload_decides_without_error(prefix):
 def test_a_missed_event_still_cancels_the_timer_of_the_state_the_ticket_was_in():
     memory = TicketMemory("Waiting for feedback", "waiting_for_feedback", T0 - 2, T0 - 2)
     plan = decide(RULES, moved("Open", "Resolved"), memory, T0)     # the move to Open was never delivered
-    assert plan.cancel == ("feedback-reminder",)
+    assert set(plan.cancel) == {"feedback-reminder", "support-silence"}
     assert [a.rule for a in plan.arm] == ["auto-close"]
 
 
@@ -125,5 +125,5 @@ def test_a_deleted_ticket_cancels_its_timers_and_acts_no_more():
     body["webhookEvent"] = "jira:issue_deleted"
     del body["changelog"]
     plan = decide(RULES, parse_event(body), TicketMemory("Resolved", "resolved", 1, 1), T0)
-    assert set(plan.cancel) == {"feedback-reminder", "auto-close"}
+    assert set(plan.cancel) == {"feedback-reminder", "auto-close", "support-silence"}
     assert plan.effects == () and plan.arm == ()

@@ -31,7 +31,9 @@ def problems(text):
 def test_the_shipped_rules_file_is_valid_and_has_the_three_rules():
     rules = load_rules(PROJECT_ROOT / "rules.yaml", PROJECT_ROOT / "templates")
     assert [r.name for r in rules.rules] == ["acknowledge", "feedback-request", "feedback-reminder",
-                                             "resolved-notice", "auto-close", "escalate-reopened"]
+                                             "customer-answered", "resolved-notice", "auto-close",
+                                             "customer-replied", "escalate-reopened", "support-silence"]
+    assert rules.comment_is_enough() and rules.rule("support-silence").calendar == "support"
     assert rules.rule("feedback-reminder").after == 3 * 86400
     assert rules.rule("auto-close").after == 5 * 86400
     assert rules.state_of("En attente de feedback") == "waiting_for_feedback"

@@ -82,7 +82,7 @@ def process_delivery(delivery_id: str) -> str:
     # Who relance itself is in JIRA (its own comments come back as webhooks): asked before the lock.
     automation = ctx.effects.jira.own_accounts() if event.adds_comment or ctx.rules.reads_roles() else frozenset()
     if event.adds_comment and event.reporter is None and not ctx.effects.jira.dry_run \
-            and ctx.rules.reads_roles() and ctx.tickets.memory(key).reporter is None:
+            and ctx.tickets.memory(key).reporter is None:
         # A Cloud comment event does not name the reporter, and relance has not met the ticket yet.
         issue = _jira_issue(ctx, key) or {}
         event = replace(event, reporter=_person((issue.get("fields") or {}).get("reporter")))

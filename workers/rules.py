@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError,
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, ValidationError,
                       field_validator, model_validator)
 
 from .calendars import Calendar, CalendarSpec
@@ -205,7 +205,7 @@ class Action(_Strict):
     add_label: str | None = Field(default=None, pattern=r"^\S+$")
     remove_label: str | None = Field(default=None, pattern=r"^\S+$")
     assign: str | None = Field(default=None, min_length=1)    # reporter | unassigned | an account id or username
-    comment: str | CommentAction | None = Field(default=None, min_length=1)
+    comment: Annotated[str, Field(min_length=1)] | CommentAction | None = None
     notify: NotifyAction | None = None
 
     @model_validator(mode="after")
@@ -335,9 +335,8 @@ class RuleSet(_Strict):
                    default=None)
 
     def reads_roles(self) -> bool:
-        """True if a rule cares who did something (``by``, ``commented``)."""
-        return any(t is not None and (t.kind == "commented" or t.by != "anyone")
-                   for r in self.rules for t in (r.when, r.cancel_on))
+        """True if a rule cares who made a change (``by``); comments are always read by author."""
+        return any(t is not None and t.by != "anyone" for r in self.rules for t in (r.when, r.cancel_on))
 
     def comment_is_enough(self) -> bool:
         """True when a customer's comment on a ticket waiting for feedback moves it back by itself."""

@@ -1,0 +1,154 @@
+"""The rules language through the worker, against a real Redis and the JIRA, SendGrid and chat
+stand-ins: the seed's whole loop and every new action."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import service_context
+from tests.jira_events import move, webhook_body
+from tests.standins.chat import ChatStandIn
+from tests.support import KEY, deliver, fire_due, kinds, sent
+from workers import context as process_context
+from workers.audit import Audit
+
+JANE = {"accountId": "acc-jane", "displayName": "Jane Customer"}
+SAM = {"accountId": "acc-sam", "displayName": "Sam Support"}
+
+
+def commented(jira, author, body="Here is the log you asked for."):
+    """A comment made in JIRA and the comment_created webhook JIRA Cloud sends for it (no reporter)."""
+    comment = jira.add_comment(KEY, body, author=author["accountId"])
+    webhook = webhook_body(jira, KEY, comment=comment, actor=author)
+    webhook["webhookEvent"] = "comment_created"
+    webhook.pop("changelog", None)
+    del webhook["issue"]["fields"]["reporter"]
+    return webhook
+
+
+# -- the seed's loop with the default rules -------------------------------------
+
+def test_a_customer_who_answers_in_a_comment_gets_the_ticket_moved_back_to_open(service, jira, sendgrid):
+    deliver(service, move(jira, KEY, "Waiting for feedback"), "d1")
+    deliver(service, commented(jira, JANE), "c1")
+    assert jira.issue(KEY)["fields"]["status"]["name"] == "Open"
+    done = [e for e in Audit(service.redis).timeline(KEY) if e["kind"] == "effect done"]
+    assert done[-1]["rule"] == "customer-answered" and "moved to Open" in done[-1]["detail"]
+
+
+def test_a_comment_by_support_on_a_ticket_waiting_for_feedback_changes_nothing(service, jira, sendgrid):
+    deliver(service, move(jira, KEY, "Waiting for feedback"), "d1")
+    deliver(service, commented(jira, SAM, "Any news?"), "c1")
+    assert jira.issue(KEY)["fields"]["status"]["name"] == "Waiting for feedback"
+    assert not [r for r in jira.requests if r.method == "POST" and r.path.endswith("/transitions")]
+
+
+def test_the_same_comment_sent_twice_by_jira_moves_the_ticket_once(service, jira, sendgrid):
+    deliver(service, move(jira, KEY, "Waiting for feedback"), "d1")
+    body = commented(jira, JANE)
+    deliver(service, body, "c1")
+    again = dict(body, webhookEvent="jira:issue_updated", issue_event_type_name="issue_commented")
+    deliver(service, again, "c2")
+    assert len([r for r in jira.requests if r.method == "POST" and r.path.endswith("/transitions")]) == 1
+
+
+def test_a_customer_reply_on_a_resolved_ticket_is_flagged_to_support_not_reopened(service, jira, sendgrid):
+    deliver(service, move(jira, KEY, "Resolved"), "d1")
+    deliver(service, commented(jira, JANE, "Thanks, it works!"), "c1")
+    issue = jira.issue(KEY)["fields"]
+    assert issue["status"]["name"] == "Resolved" and "customer-replied" in issue["labels"]
+    [mail] = sent(sendgrid, "customer_replied")
+    assert mail["personalizations"][0]["to"] == [{"email": "support-leads@example.com"}]   # unassigned
+    assert "Thanks, it works!" in mail["content"][0]["value"]
+
+
+def test_a_ticket_support_leaves_silent_for_a_working_day_reaches_the_assignee(service, jira, sendgrid):
+    jira.set_status(KEY, "Resolved")
+    reopened_at = time.time()
+    deliver(service, move(jira, KEY, "Reopened", actor=JANE), "d1")
+    [timer] = [t for t in service.timers.pending() if t.rule == "support-silence"]
+    assert timer.due >= reopened_at + 24 * 3600 - 1           # one working day is at least a day
+    fire_due(service, timer.due)
+    [mail] = sent(sendgrid, "support_silence")
+    assert mail["personalizations"][0]["to"] == [{"email": "support-leads@example.com"}]
+
+
+def test_support_s_comment_cancels_the_silence_timer(service, jira, sendgrid):
+    jira.set_status(KEY, "Resolved")
+    deliver(service, move(jira, KEY, "Reopened", actor=JANE), "d1")
+    deliver(service, commented(jira, SAM, "Looking into it."), "c1")
+    assert [t for t in service.timers.pending() if t.rule == "support-silence"] == []
+    assert "timer cancelled" in kinds(service)
+
+
+def test_relance_s_own_comment_is_not_support_s_answer(service, jira, sendgrid):
+    jira.set_status(KEY, "Resolved")
+    deliver(service, move(jira, KEY, "Reopened", actor=JANE), "d1")
+    bot = {"accountId": "relance-bot"}
+    comment = jira.add_comment(KEY, "Escalated.")                       # by relance's own account
+    deliver(service, commented(jira, bot) | {"comment": comment}, "c1")
+    assert [t.rule for t in service.timers.pending()] == ["support-silence"]
+
+
+# -- every action ---------------------------------------------------------------
+
+RULES = """
+  - name: every-action
+    when: {entered: reopened, by: customer}
+    if: {priority: [Medium, High], lacks_label: quiet}
+    do:
+      - set_priority: Highest
+      - remove_label: waiting
+      - assign: reporter
+      - comment: {template: escalation_note}
+      - notify: {url_env: RELANCE_TEST_CHAT_URL, template: escalation_chat}
+"""
+
+
+@pytest.fixture
+def chat(monkeypatch):
+    with ChatStandIn() as server:
+        monkeypatch.setenv("RELANCE_TEST_CHAT_URL", server.webhook_url)
+        yield server
+
+
+@pytest.fixture
+def acting(settings, redis, jira, sendgrid, rules_file, chat):
+    text = rules_file.read_text()
+    rules_file.write_text(text.replace("\nrules:\n", "\nrules:\n" + RULES.lstrip("\n") + "\n", 1))
+    yield service_context(settings, redis, jira, sendgrid)
+    process_context.use(None)
+
+
+def test_every_action_acts_on_jira_and_chat(acting, jira, chat):
+    jira.set_status(KEY, "Resolved")
+    acting.effects.jira.add_label(KEY, "waiting")
+    deliver(acting, move(jira, KEY, "Reopened", actor=JANE), "d1")
+    issue = jira.issue(KEY)["fields"]
+    assert issue["priority"]["name"] == "Highest" and "waiting" not in issue["labels"]
+    assert issue["assignee"]["accountId"] == "acc-jane"
+    assert any("Reopened" in c["body"] or "rouvert" in c["body"] for c in issue["comment"]["comments"])
+    [message] = chat.messages
+    assert KEY in message["text"]
+
+
+def test_conditions_are_checked_on_jira_s_view_when_acting(acting, jira, chat):
+    jira.set_status(KEY, "Resolved")
+    body = move(jira, KEY, "Reopened", actor=JANE)
+    acting.effects.jira.add_label(KEY, "quiet")          # added in JIRA (as support would) before relance acts
+    deliver(acting, body, "d1")
+    assert chat.messages == []
+    skipped = [e for e in Audit(acting.redis).timeline(KEY) if e["kind"] == "rule skipped"
+               and e.get("rule") == "every-action"]
+    assert skipped and "has label quiet" in skipped[0]["why"]
+
+
+def test_a_notification_whose_url_is_not_set_is_skipped_with_the_reason(acting, jira, chat, monkeypatch):
+    monkeypatch.delenv("RELANCE_TEST_CHAT_URL")
+    jira.set_status(KEY, "Resolved")
+    deliver(acting, move(jira, KEY, "Reopened", actor=JANE), "d1")
+    [skip] = [e for e in Audit(acting.redis).timeline(KEY) if e["kind"] == "effect skipped"
+              and e["action"] == "notify"]
+    assert "RELANCE_TEST_CHAT_URL is not set" in skip["detail"]
