@@ -152,3 +152,20 @@ def test_a_notification_whose_url_is_not_set_is_skipped_with_the_reason(acting, 
     [skip] = [e for e in Audit(acting.redis).timeline(KEY) if e["kind"] == "effect skipped"
               and e["action"] == "notify"]
     assert "RELANCE_TEST_CHAT_URL is not set" in skip["detail"]
+
+
+# -- customers: JIRA groups -------------------------------------------------------------
+
+def test_a_member_of_a_customer_group_answering_counts_as_the_customer(settings, redis, jira, sendgrid, rules_file):
+    jira.add_user(account_id="acc-bob", email="bob@customer.example", display_name="Bob, Jane's colleague")
+    jira.add_group("acme-customers", ["acc-bob"])
+    rules_file.write_text(rules_file.read_text().replace("customers: []", 'customers: ["acme-customers"]'))
+    ctx = service_context(settings, redis, jira, sendgrid)
+    try:
+        deliver(ctx, move(jira, KEY, "Waiting for feedback"), "d1")
+        deliver(ctx, commented(jira, {"accountId": "acc-bob"}), "c1")
+    finally:
+        process_context.use(None)
+    assert jira.issue(KEY)["fields"]["status"]["name"] == "Open"
+    asked = [r.query for r in jira.requests if r.path.endswith("/group/member")]
+    assert asked == [{"groupname": "acme-customers", "startAt": "0", "maxResults": "50"}]   # then cached

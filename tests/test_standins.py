@@ -625,3 +625,16 @@ def test_the_freshness_check_runs_in_a_clone_reached_through_a_symlink(tmp_path)
                              "tests/test_standins.py::test_contract_files_are_up_to_date_with_the_specs"],
                             cwd=workspace / "clone", env=env, capture_output=True, text=True, timeout=60)
     assert "1 passed" in result.stdout, result.stdout + result.stderr
+
+
+def test_group_members_are_served_in_pages_as_jira_does(jira, api):
+    for i in range(60):
+        jira.add_user(account_id=f"acc-{i}", email=None, display_name=f"User {i}")
+    jira.add_group("customers", [f"acc-{i}" for i in range(60)])
+    first = api.get(f"{jira.url}/rest/api/2/group/member", params={"groupname": "customers"}).json()
+    assert_contract("getUsersFromGroup", first)
+    assert (len(first["values"]), first["total"], first["isLast"]) == (50, 60, False)
+    second = api.get(f"{jira.url}/rest/api/2/group/member", params={"groupname": "customers", "startAt": 50}).json()
+    assert (len(second["values"]), second["isLast"]) == (10, True)
+    missing = api.get(f"{jira.url}/rest/api/2/group/member", params={"groupname": "nobody"})
+    assert missing.status_code == 404

@@ -78,7 +78,8 @@ def conditions_fail(rules: RuleSet, rule: Rule, ticket) -> str | None:
     return rule.conditions.failing(**view_of(rules, ticket))
 
 
-def no_longer_fits(rules: RuleSet, rule: Rule, ticket, automation: frozenset = frozenset()) -> str | None:
+def no_longer_fits(rules: RuleSet, rule: Rule, ticket, automation: frozenset = frozenset(),
+                   customer_accounts: frozenset = frozenset()) -> str | None:
     """Why ``ticket`` (as JIRA shows it when acting or firing) no longer fits ``rule``: its trigger's
     state was left (or, for ``left``, entered again), the comment that triggered it is not JIRA's or
     not by whom the rule wants, or its ``if:`` fails. None if it fits."""
@@ -88,7 +89,7 @@ def no_longer_fits(rules: RuleSet, rule: Rule, ticket, automation: frozenset = f
     if rule.when.kind == "commented" and event is not None:
         if event.comment is None:
             return "JIRA does not show the comment"
-        role = role_of(event.comment.author, ticket.reporter, rules.customers, automation)
+        role = role_of(event.comment.author, ticket.reporter, rules.customer_domains, automation, customer_accounts)
         if not fits(role, rule.when.who, comment=True):
             return f"JIRA shows the comment is by {role}, not {rule.when.who}"
     if rule.when.kind == "entered" and state not in states:
@@ -113,10 +114,11 @@ def _matches(trigger: Trigger, event: TicketEvent, reading: Reading, actor_role,
 
 
 def decide(rules: RuleSet, event: TicketEvent, memory: TicketMemory, now_ms: int,
-           automation: frozenset = frozenset()) -> Plan:
+           automation: frozenset = frozenset(), customer_accounts: frozenset = frozenset()) -> Plan:
     """What the rules make of ``event`` for a ticket last known as ``memory``.
 
-    ``automation``: the JIRA accounts whose doings are automation's (relance's own).
+    ``automation``: the JIRA accounts whose doings are automation's (relance's own);
+    ``customer_accounts``: the members of the rules file's customer groups.
     """
     reading = read_event(rules, event, memory, now_ms)
     t = reading.transition
@@ -128,8 +130,11 @@ def decide(rules: RuleSet, event: TicketEvent, memory: TicketMemory, now_ms: int
         return Plan(reading, skipped=tuple((r.name, why) for r in rules.rules))
 
     reporter = event.reporter or memory.reporter      # Cloud's comment events do not name the reporter
-    actor_role = role_of(event.actor, reporter, rules.customers, automation)
-    author_role = role_of(event.comment.author if event.comment else None, reporter, rules.customers, automation)
+    def role(person):
+        return role_of(person, reporter, rules.customer_domains, automation, customer_accounts)
+
+    actor_role = role(event.actor)
+    author_role = role(event.comment.author if event.comment else None)
     effects, arm, cancel, skipped = [], [], [], []
     ts = reading.memory.ts_ms or now_ms          # the event's time, unless it was not believed
     happened = _happened(event, reading, actor_role, author_role)

@@ -41,6 +41,9 @@ AUDIT_MAXLEN = 1000                     # entries kept per ticket timeline
 LOCK_SECONDS = 10                       # a dead holder's lock expires after this
 LOCK_WAIT_SECONDS = 5
 
+# JIRA groups of customers (the rules file's customers:) are re-read this often
+GROUP_CACHE_SECONDS = 600
+
 # HTTP clients
 HTTP_TIMEOUT_SECONDS = 10.0
 # A 429/503 whose Retry-After (or rate-limit reset) is this close is waited out in the job

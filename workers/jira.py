@@ -76,6 +76,7 @@ class JiraClient:
             self.session.auth = (email, api_token)
         self._priorities = None
         self._myself = None
+        self._groups: dict[str, tuple[float, frozenset]] = {}
 
     def _call(self, method: str, path: str, **kw):
         url = f"{self.base_url}/rest/api/2/{path}"
@@ -160,6 +161,34 @@ class JiraClient:
             self._myself = self._call("GET", "myself")
         return self._myself
 
+    def group_members(self, group: str) -> frozenset:
+        """The ids (accountId, or username and key) of the users of a JIRA group, kept for
+        GROUP_CACHE_SECONDS. An unknown group (404) has none."""
+        cached = self._groups.get(group)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        members, start = set(), 0
+        while True:
+            try:
+                page = self._call("GET", "group/member", params={"groupname": group, "startAt": start,
+                                                                 "maxResults": 50})
+            except JiraError as e:
+                if e.status != 404:
+                    raise
+                log.warning("JIRA has no group %r (rules file's customers:)", group)
+                break
+            values = page.get("values") or []
+            members |= {v for u in values for v in (u.get("accountId"), u.get("name"), u.get("key")) if v}
+            start += len(values)
+            if page.get("isLast", True) or not values:
+                break
+        self._groups[group] = (time.monotonic() + defaults.GROUP_CACHE_SECONDS, frozenset(members))
+        return self._groups[group][1]
+
+    def customer_accounts(self, groups) -> frozenset:
+        """Everyone in the rules file's customer groups."""
+        return frozenset().union(*(self.group_members(g) for g in groups)) if groups else frozenset()
+
     def own_accounts(self) -> frozenset:
         """The ids (accountId, or username and key on Data Center) of the account relance acts as."""
         me = self.myself()
@@ -200,6 +229,9 @@ class DryRunJira:
 
     def own_accounts(self):
         return frozenset()
+
+    def customer_accounts(self, groups):
+        return frozenset()          # no JIRA to ask: customer groups are known only with JIRA configured
 
 
 def make_jira(settings):

@@ -80,7 +80,9 @@ def process_delivery(delivery_id: str) -> str:
         return "ignored: no ticket key"
 
     # Who relance itself is in JIRA (its own comments come back as webhooks): asked before the lock.
-    automation = ctx.effects.jira.own_accounts() if event.adds_comment or ctx.rules.reads_roles() else frozenset()
+    roles_matter = event.adds_comment or ctx.rules.reads_roles()
+    automation = ctx.effects.jira.own_accounts() if roles_matter else frozenset()
+    customers = ctx.effects.jira.customer_accounts(ctx.rules.customer_groups) if roles_matter else frozenset()
     if event.adds_comment and event.reporter is None and not ctx.effects.jira.dry_run \
             and ctx.tickets.memory(key).reporter is None:
         # A Cloud comment event does not name the reporter, and relance has not met the ticket yet.
@@ -89,7 +91,7 @@ def process_delivery(delivery_id: str) -> str:
     with ctx.tickets.lock(key):
         stored = ctx.deliveries.plan(delivery_id)
         if stored is None:
-            stored = _decide_and_record(ctx, delivery_id, key, event, automation)
+            stored = _decide_and_record(ctx, delivery_id, key, event, automation, customers)
     plan = json.loads(stored)
     if plan["effects"]:
         _perform_planned(ctx, delivery_id, key, event, plan["effects"])
@@ -127,8 +129,10 @@ def _perform_planned(ctx: Context, delivery_id: str, key: str, event: TicketEven
 
 
 def _no_longer_fits(ctx: Context, rule, ticket: Ticket) -> str | None:
-    automation = ctx.effects.jira.own_accounts() if rule.when.kind == "commented" else frozenset()
-    return no_longer_fits(ctx.rules, rule, ticket, automation)
+    if rule.when.kind != "commented":
+        return no_longer_fits(ctx.rules, rule, ticket)
+    return no_longer_fits(ctx.rules, rule, ticket, ctx.effects.jira.own_accounts(),
+                          ctx.effects.jira.customer_accounts(ctx.rules.customer_groups))
 
 
 def _jira_issue(ctx: Context, key: str) -> dict | None:
@@ -143,10 +147,11 @@ def _jira_issue(ctx: Context, key: str) -> dict | None:
         return None
 
 
-def _decide_and_record(ctx: Context, delivery_id: str, key: str, event, automation=frozenset()) -> bytes:
+def _decide_and_record(ctx: Context, delivery_id: str, key: str, event, automation=frozenset(),
+                       customers=frozenset()) -> bytes:
     """Decide, then in one transaction: keep the plan, the ticket memory, timers and the timeline."""
     memory = ctx.tickets.memory(key)
-    plan = decide(ctx.rules, event, memory, _now_ms(), automation)
+    plan = decide(ctx.rules, event, memory, _now_ms(), automation, customers)
     t = plan.reading.transition
     effects: dict[str, list[int]] = {}
     for e in plan.effects:

@@ -304,16 +304,26 @@ class RuleSet(_Strict):
     locale: Locale_ = "en"
     time_zone: TimeZone = "UTC"
     projects: dict[str, Audience] = Field(default_factory=dict)
-    customers: list[str] = Field(default_factory=list)    # email domains (@acme.com) whose people are customers
+    customers: list[str] = Field(default_factory=list)    # email domains (@acme.com) and JIRA groups of customers
     calendars: dict[str, CalendarSpec] = Field(default_factory=dict)
 
     @field_validator("customers")
     @classmethod
     def _domains(cls, customers):
         for entry in customers:
-            if not re.fullmatch(r"@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", entry):
-                raise ValueError(f"{entry!r}: a customers entry is an email domain written like @acme.com")
-        return [c.lower() for c in customers]
+            if entry.startswith("@") and not re.fullmatch(r"@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", entry):
+                raise ValueError(f"{entry!r} is not an email domain (write it like @acme.com)")
+            if not entry.strip():
+                raise ValueError("a customers entry is an email domain (@acme.com) or a JIRA group name")
+        return [c.lower() if c.startswith("@") else c for c in customers]
+
+    @property
+    def customer_domains(self) -> tuple[str, ...]:
+        return tuple(c for c in self.customers if c.startswith("@"))
+
+    @property
+    def customer_groups(self) -> tuple[str, ...]:
+        return tuple(c for c in self.customers if not c.startswith("@"))
 
     def audience(self, project: str | None) -> tuple[str, str]:
         """(locale, time zone) for readers of ``project`` whose own are unknown."""

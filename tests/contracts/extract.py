@@ -42,6 +42,7 @@ JIRA_OPERATIONS = {
     "getPriorities": ("get", "/rest/api/3/priority"),
     "getUser": ("get", "/rest/api/3/user"),
     "getCurrentUser": ("get", "/rest/api/3/myself"),
+    "getUsersFromGroup": ("get", "/rest/api/3/group/member"),
 }
 # Extra schemas kept although no operation above references them.
 JIRA_EXTRA_SCHEMAS = ["ErrorCollection"]

@@ -219,6 +219,7 @@ class JiraStandIn(StandInServer):
         self._lock = threading.RLock()
         self._issues: dict[str, dict[str, Any]] = {}
         self._users: dict[str, dict[str, Any]] = {}
+        self._groups: dict[str, list[str]] = {}
         self._failures: list[_Failure] = []
         self._holds: list[list] = []
         self.held: Recorder[str] = Recorder("held JIRA requests", str)
@@ -344,6 +345,13 @@ class JiraStandIn(StandInServer):
             comment = self._append_comment(issue, body, author_key, _now())
             issue["updated"] = comment["created"]
             return self._comment_json(issue, comment)
+
+    def add_group(self, name: str, members: Iterable[str]) -> None:
+        """A JIRA group of existing users (account ids or usernames)."""
+        with self._lock:
+            for member in members:
+                self._user_ref(member)
+            self._groups[name] = list(members)
 
     def fail_next(
         self, count: int = 1, status: int = 429, retry_after: int | None = 1, path_contains: str | None = None,
@@ -588,6 +596,7 @@ class JiraStandIn(StandInServer):
             ("POST", f"{api}/issue/<key>/comment", self._add_comment),
             ("GET", f"{api}/priority", self._get_priorities),
             ("GET", f"{api}/user", self._get_user),
+            ("GET", f"{api}/group/member", self._get_group_members),
         ]
         for method, rule, view in routes:
             app.add_url_rule(rule, f"{method} {rule}", view, methods=[method])
@@ -739,6 +748,22 @@ class JiraStandIn(StandInServer):
     def _get_priorities(self):
         with self._lock:
             return jsonify([self._priority_json(name) for _, name, _ in PRIORITIES])
+
+    def _get_group_members(self):
+        """GET /group/member?groupname=X: a PageBeanUserDetails of the group's users, 50 a page by default."""
+        with self._lock:
+            name = request.args.get("groupname")
+            if not name:
+                raise JiraError(400, ["You must provide a group name or a group id."])
+            if name not in self._groups:
+                raise JiraError(404, [f"Group with name '{name}' does not exist."])
+            start = int(request.args.get("startAt", 0))
+            size = min(int(request.args.get("maxResults", 50)), 50)
+            members = self._groups[name]
+            page = members[start:start + size]
+            return jsonify({"self": request.url, "maxResults": size, "startAt": start, "total": len(members),
+                            "isLast": start + size >= len(members),
+                            "values": [self._user_json(m, full=False) for m in page]})
 
     def _get_user(self):
         with self._lock:
