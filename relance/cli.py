@@ -76,6 +76,11 @@ def cmd_check(args) -> int:
             texts.setdefault(f"{folder}/{name}", []).append(locale)
     if problems:
         return 1
+    for rule in rules.rules:
+        for action in rule.do:
+            if action.notify and not os.environ.get(action.notify.url_env):
+                print(f"{path}: warning: rule {rule.name!r}: {action.notify.url_env} is not set here; "
+                      "its chat message is skipped wherever it is not set", file=sys.stderr)
     timed = sum(1 for r in rules.rules if r.after)
     rendered = "".join(f", {name} ({', '.join(locales)})" for name, locales in texts.items())
     print(f"{path}: OK, {len(rules.rules)} rules ({timed} timed), {len(rules.statuses)} lifecycle states; "

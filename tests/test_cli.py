@@ -215,3 +215,15 @@ def test_retry_of_an_unknown_job_and_a_cli_without_redis_exit_non_zero(redis_ser
     assert unknown.returncode == 1 and "no failure 'delivery-nope'" in unknown.stderr
     down = relance("failures", env={"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
     assert down.returncode == 3 and "Redis unavailable" in down.stderr
+
+
+def test_check_warns_of_a_chat_webhook_variable_that_is_not_set(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text((PROJECT_ROOT / "rules.yaml").read_text().replace(
+        "      - add_label: escalated\n",
+        "      - add_label: escalated\n      - notify: {url_env: RELANCE_CHAT_URL_UNSET, template: escalation_chat}\n"))
+    result = relance("check", str(rules), env={"RELANCE_CHAT_URL_UNSET": ""})
+    assert result.returncode == 0 and "OK" in result.stdout
+    assert "rule 'escalate-reopened': RELANCE_CHAT_URL_UNSET is not set here" in result.stderr
+    quiet = relance("check", str(rules), env={"RELANCE_CHAT_URL_UNSET": "https://hooks.example/x"})
+    assert quiet.returncode == 0 and quiet.stderr == ""

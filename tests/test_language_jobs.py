@@ -169,3 +169,51 @@ def test_a_member_of_a_customer_group_answering_counts_as_the_customer(settings,
     assert jira.issue(KEY)["fields"]["status"]["name"] == "Open"
     asked = [r.query for r in jira.requests if r.path.endswith("/group/member")]
     assert asked == [{"groupname": "acme-customers", "startAt": "0", "maxResults": "50"}]   # then cached
+
+
+def test_moving_back_to_open_finds_the_open_status_of_a_french_site(settings, redis, sendgrid, rules_file):
+    from tests.standins import JiraStandIn
+    workflow = {"En attente de feedback": {"Donner du feedback": "Ouvert", "Résoudre": "Résolu"},
+                "Ouvert": {"Demander du feedback": "En attente de feedback"}}
+    with JiraStandIn(workflow=workflow) as jira:
+        jira.add_user(account_id="acc-jane", email="jane@customer.example", display_name="Jeanne")
+        jira.add_issue(KEY, status="Ouvert", reporter="acc-jane")
+        ctx = service_context(settings, redis, jira, sendgrid)
+        try:
+            deliver(ctx, move(jira, KEY, "En attente de feedback"), "d1")
+            deliver(ctx, commented(jira, JANE, "Voici le journal."), "c1")
+        finally:
+            process_context.use(None)
+        assert jira.issue(KEY)["fields"]["status"]["name"] == "Ouvert"
+    done = [e for e in Audit(redis).timeline(KEY) if e["kind"] == "effect done" and e["action"] == "transition"]
+    assert "moved to Ouvert by transition 'Donner du feedback'" in done[0]["detail"]
+
+
+@pytest.mark.parametrize("name, reporter, role", [
+    ("05-server-2019-issue-updated-issue-commented", None, "support"),          # TestUser on creator.user's
+    ("06-server-2015-issue-updated-with-comment", None, "customer"),            # admin on admin's own ticket
+    ("07-cloud-2019-comment-created", "5c5f880629be9642ba529340", "customer"),  # Cloud: reporter from memory
+    ("08-cloud-2018-comment-created", "someone-else", "support"),
+    ("10-cloud-2024-comment-created-accountid", "619a4432ebce470067f20384", "customer"),
+])
+def test_real_comment_payloads_tell_the_customer_from_support(name, reporter, role):
+    from tests.conftest import payload
+    from workers.decisions import decide
+    from workers.events import parse_event
+    from workers.lifecycle import TicketMemory
+    from workers.rules import load_rules
+    from workers.settings import PROJECT_ROOT
+    rules = load_rules(PROJECT_ROOT / "rules.yaml")
+    event = parse_event(payload(name))
+    memory = TicketMemory(status="Waiting for feedback", state="waiting_for_feedback", reporter_account=reporter)
+    plan = decide(rules, event, memory, event.timestamp_ms or 0)
+    assert f"a comment by {role}" in dict(plan.skipped).get("acknowledge", "")
+
+
+def test_ticket_text_in_a_chat_message_cannot_mention_a_whole_channel(acting, jira, chat):
+    jira.add_issue("SUP-9", summary="Urgent <!channel> <users/all> & more", status="Resolved", reporter="acc-jane",
+                   priority="High")
+    deliver(acting, move(jira, "SUP-9", "Reopened", actor=JANE), "d9")
+    [message] = chat.messages
+    assert "<!channel>" not in message["text"] and "&lt;!channel&gt;" in message["text"]
+    assert "<users/all>" not in message["text"] and "&amp; more" in message["text"]

@@ -20,7 +20,7 @@ from .events import Comment, Person, TicketEvent
 from .exceptions import EffectBusy, JiraError, MailError, NotifyError, RecipientInvalid, RecipientUnknown
 from .ledger import FINISHED, EffectLedger
 from .mail import Message
-from .rules import Action, CommentAction, RuleSet
+from .rules import Action, CommentAction, RuleSet, TransitionAction
 
 log = logging.getLogger("relance.actions")
 
@@ -141,19 +141,27 @@ class Effects:
     def _perform(self, effect_id: str, action: Action, ticket: Ticket) -> tuple:
         return getattr(self, f"_do_{action.kind}")(effect_id, action.argument, ticket)
 
-    def _do_transition(self, effect_id, status: str, ticket: Ticket):
-        if ticket.status and ticket.status.casefold() == status.casefold():
+    def _do_transition(self, effect_id, target, ticket: Ticket):
+        """``target``: a status name, or ``{to_state: open}``: any status of that lifecycle state."""
+        if isinstance(target, TransitionAction):
+            names = tuple(self.rules.statuses[target.to_state])
+            there = self.rules.state_of(ticket.status) == target.to_state
+            label = f"a status of {target.to_state} ({', '.join(names)})"
+        else:
+            names, label = (target,), target
+            there = bool(ticket.status) and ticket.status.casefold() == target.casefold()
+        if there:
             # An earlier attempt got no clear answer and JIRA (re-read since) shows it done.
             if self.ledger.get(effect_id).get("attempts"):
                 return "done", f"moved to {ticket.status} (JIRA shows it after an unclear answer)"
             return "skipped", f"already {ticket.status}"
-        self.ledger.begin(effect_id, {"transition": status})
+        self.ledger.begin(effect_id, {"transition": list(names)})
         if self.jira.dry_run:
-            return "done", f"dry run: would move {ticket.key} to {status}"
+            return "done", f"dry run: would move {ticket.key} to {label}"
         self.ledger.attempt(effect_id)
-        name = self.jira.transition_to(ticket.key, status)
-        ticket.status = status
-        return "done", f"moved to {status} by transition {name!r}"
+        name, reached = self.jira.transition_to(ticket.key, names)
+        ticket.status = reached
+        return "done", f"moved to {reached} by transition {name!r}"
 
     def _do_raise_priority(self, effect_id, steps: int, ticket: Ticket):
         names = [p["name"] for p in self.jira.priorities()]

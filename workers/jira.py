@@ -116,21 +116,24 @@ class JiraClient:
     def transitions(self, key: str) -> list[dict]:
         return self._call("GET", f"issue/{_issue(key)}/transitions")["transitions"]
 
-    def transition_to(self, key: str, status: str) -> str:
-        """Move the ticket to ``status`` through the transition that leads there; return its name."""
+    def transition_to(self, key: str, status: str | tuple[str, ...]) -> tuple[str, str]:
+        """Move the ticket through the transition that leads to ``status`` (or to the first of
+        several status names that one leads to); return (transition name, status reached)."""
+        wanted = [status] if isinstance(status, str) else list(status)
         available = self.transitions(key)
-        chosen = next((t for t in available if (t.get("to") or {}).get("name", "").casefold() == status.casefold()),
-                      None)
+        by_target = {(t.get("to") or {}).get("name", "").casefold(): t for t in available}
+        chosen = next((by_target[w.casefold()] for w in wanted if w.casefold() in by_target), None)
         if chosen is None:
             leads = ", ".join(sorted({(t.get("to") or {}).get("name", "?") for t in available})) or "none"
-            raise TransitionUnavailable(f"no transition of {key} leads to {status!r} (available: {leads})", 400)
+            target = repr(wanted[0]) if len(wanted) == 1 else f"any of {', '.join(map(repr, wanted))}"
+            raise TransitionUnavailable(f"no transition of {key} leads to {target} (available: {leads})", 400)
         try:
             self._call("POST", f"issue/{_issue(key)}/transitions", json={"transition": {"id": chosen["id"]}})
         except JiraError as e:
             if e.status == 400:
                 raise TransitionUnavailable(str(e), 400) from e
             raise
-        return chosen.get("name", chosen["id"])
+        return chosen.get("name", chosen["id"]), (chosen.get("to") or {}).get("name", wanted[0])
 
     def priorities(self) -> list[dict]:
         """The site's priorities, highest first."""

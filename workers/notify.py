@@ -30,7 +30,12 @@ class Notifier:
         return self.environ.get(url_env) or None
 
     def post(self, url: str, text: str) -> int:
-        """POST ``{"text": text}`` to ``url``; return the status code."""
+        """POST ``{"text": text}`` to ``url``; return the status code.
+
+        ``&``, ``<`` and ``>`` are escaped as Slack and Google Chat ask: in their text a
+        ticket summary like ``<!channel>`` would otherwise notify a whole channel.
+        """
+        text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
         try:
             response = self.session.post(url, json={"text": text}, timeout=self.timeout)
         except requests.RequestException as e:

@@ -181,6 +181,12 @@ class EmailAction(_Strict):
         return names(self.otherwise)
 
 
+class TransitionAction(_Strict):
+    """``transition: {to_state: open}``: through whichever transition leads to a status of that state."""
+
+    to_state: str
+
+
 class CommentAction(_Strict):
     """A JIRA comment rendered from ``templates/jira/<locale>/<template>.txt``."""
 
@@ -199,7 +205,7 @@ class Action(_Strict):
     """One step of a rule. Exactly one key is set."""
 
     email: EmailAction | None = None
-    transition: str | None = Field(default=None, min_length=1)
+    transition: Annotated[str, Field(min_length=1)] | TransitionAction | None = None
     raise_priority: int | None = Field(default=None, ge=1, le=4)
     set_priority: str | None = Field(default=None, min_length=1)
     add_label: str | None = Field(default=None, pattern=r"^\S+$")
@@ -383,6 +389,10 @@ class RuleSet(_Strict):
             for state in names(rule.conditions.state) if rule.conditions else ():
                 if state not in self.statuses:
                     raise _Located(("rules", i, "if", "state"), f"state {state!r} is not defined under 'statuses'")
+            for j, action in enumerate(rule.do):
+                if isinstance(action.transition, TransitionAction) and action.transition.to_state not in self.statuses:
+                    raise _Located(("rules", i, "do", j, "transition", "to_state"),
+                                   f"state {action.transition.to_state!r} is not defined under 'statuses'")
             if rule.calendar is not None and rule.calendar not in self.calendars:
                 known = ", ".join(self.calendars) or "none defined"
                 raise _Located(("rules", i, "calendar"), f"no calendar {rule.calendar!r} under 'calendars' ({known})")

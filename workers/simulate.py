@@ -150,12 +150,20 @@ class Simulation:
         for action in actions:
             what, detail = describe(action)
             self._say(now_ms, key, what, rule, **detail)
-            if action.transition:
-                moved_to = action.transition
+            moved_to = self._reached(key, action.transition) if action.transition else moved_to
         # JIRA's webhook for relance's own transition arrives after the rule's actions.
-        if moved_to and (self.tickets[key].memory.status or "").casefold() != moved_to.casefold():
+        if moved_to:
             self._apply(self._moved_by_relance(key, moved_to, now_ms), now_ms,
                         automation=frozenset({RELANCE.account_id}))
+
+    def _reached(self, key: str, target) -> str | None:
+        """The status a transition action moves the ticket to, or None if it is there already."""
+        status = self.tickets[key].memory.status or ""
+        if isinstance(target, str):
+            return target if status.casefold() != target.casefold() else None
+        if self.rules.state_of(status) == target.to_state:
+            return None
+        return self.rules.statuses[target.to_state][0]      # JIRA picks the transition; say the first name
 
     def _moved_by_relance(self, key: str, status: str, now_ms: int) -> TicketEvent:
         view = self.tickets[key].view
@@ -187,6 +195,8 @@ def describe(action: Action) -> tuple[str, dict]:
     if kind == "comment":
         return "jira", {"action": "comment", **({"template": arg.template} if hasattr(arg, "template")
                                                    else {"body": arg})}
+    if kind == "transition" and not isinstance(arg, str):
+        return "jira", {"action": kind, "to_state": arg.to_state}
     return "jira", {"action": kind, "value": arg}
 
 
