@@ -217,3 +217,49 @@ def test_ticket_text_in_a_chat_message_cannot_mention_a_whole_channel(acting, ji
     [message] = chat.messages
     assert "<!channel>" not in message["text"] and "&lt;!channel&gt;" in message["text"]
     assert "<users/all>" not in message["text"] and "&amp; more" in message["text"]
+
+
+REPEATING = """
+  - name: nag
+    when: {entered: waiting_for_feedback}
+    after: 2d
+    repeat: {every: 3d, times: 2}
+    do:
+      - email: {to: reporter, template: feedback_reminder}
+"""
+
+
+def test_a_repeating_timer_fires_at_2d_5d_8d_then_stops(settings, redis, jira, sendgrid, rules_file):
+    rules_file.write_text(rules_file.read_text().replace("\nrules:\n", "\nrules:\n" + REPEATING.lstrip("\n"), 1))
+    ctx = service_context(settings, redis, jira, sendgrid)
+    try:
+        t0 = int(time.time() * 1000) - 9 * 86400_000            # it entered the state nine days ago
+        deliver(ctx, move(jira, KEY, "Waiting for feedback", ts_ms=t0), "d1")
+        dues = []
+        for _ in range(4):
+            timer = ctx.timers.get("nag", KEY)
+            if timer is None:
+                break
+            dues.append(round(timer.due - t0 / 1000))
+            fire_due(ctx, timer.due)
+    finally:
+        process_context.use(None)
+    assert dues == [2 * 86400, 5 * 86400, 8 * 86400]
+    nags = [m for m in sent(sendgrid, "feedback_reminder") if "relance_effect" in m["custom_args"]
+            and ":nag:" in m["custom_args"]["relance_effect"]]
+    assert len(nags) == 3 and len({m["custom_args"]["relance_effect"] for m in nags}) == 3
+
+
+def test_a_repeating_timer_stops_when_the_ticket_leaves_the_state(settings, redis, jira, sendgrid, rules_file):
+    rules_file.write_text(rules_file.read_text().replace("\nrules:\n", "\nrules:\n" + REPEATING.lstrip("\n"), 1))
+    ctx = service_context(settings, redis, jira, sendgrid)
+    try:
+        t0 = int(time.time() * 1000) - 9 * 86400_000
+        deliver(ctx, move(jira, KEY, "Waiting for feedback", ts_ms=t0), "d1")
+        fire_due(ctx, ctx.timers.get("nag", KEY).due)           # the first reminder, re-armed for 5d
+        deliver(ctx, move(jira, KEY, "Open", ts_ms=t0 + 3 * 86400_000), "d2")
+        assert ctx.timers.get("nag", KEY) is None
+        fire_due(ctx, time.time())
+    finally:
+        process_context.use(None)
+    assert len([m for m in sendgrid.messages if ":nag:" in m["custom_args"].get("relance_effect", "")]) == 1
