@@ -185,6 +185,7 @@ def test_a_repeat_fires_at_2d_5d_8d_and_no_more():
     ("when: {entered: open}\n    after: 1d\n    calendar: paris", "no calendar 'paris' under 'calendars'"),
     ("when: {entered: open}\n    if: {state: limbo}", "state 'limbo' is not defined under 'statuses'"),
     ("when: {entered: open}\n    if: {colour: red}", "unknown key 'colour'"),
+
 ])
 def test_mistakes_in_the_language_are_named_with_their_line(rule, problem):
     text = STATUSES + f"rules:\n  - name: r\n    {rule}\n    do: [{{add_label: x}}]\n"
@@ -200,6 +201,9 @@ def test_notify_takes_a_url_from_the_environment_never_from_the_file():
     with pytest.raises(RulesError) as e:
         parse_rules(text)
     assert "unknown key 'url'" in " ".join(e.value.problems)
+    with pytest.raises(RulesError) as e:
+        parse_rules(text.replace("url: 'https://hooks.slack.com/x'", "url_env: 'https://hooks.slack.com/x'"))
+    assert "is not an environment variable name" in " ".join(e.value.problems)
 
 
 # -- working time ----------------------------------------------------------------------

@@ -197,8 +197,16 @@ class NotifyAction(_Strict):
     """A JSON POST (``{"text": ...}``, as Slack, Teams and Google Chat webhooks take) to the URL in
     the environment variable ``url_env``: never a URL in the file, so secrets stay out of git."""
 
-    url_env: str = Field(pattern=_ENV_NAME)
+    url_env: str
     template: str = Field(pattern=_NAME)
+
+    @field_validator("url_env")
+    @classmethod
+    def _env_name(cls, value):
+        if not re.fullmatch(_ENV_NAME, value):
+            raise ValueError(f"{value!r} is not an environment variable name (capitals, digits and _, "
+                             "like CHAT_WEBHOOK_URL): the URL itself never goes in the file")
+        return value
 
 
 class Action(_Strict):
