@@ -7,6 +7,9 @@ preview render email templates with sample data to HTML and text files
 simulate run webhook bodies through a rules file on a virtual clock (no Redis, no network)
 failures list the jobs that gave up after all their retries
 retry   queue failed jobs again (ids from ``failures``, or --all)
+timeline what relance recorded of one ticket, oldest first
+timers  pending timers, soonest first (of one ticket, or all)
+reconcile ask JIRA for tickets changed lately and repair what relance missed
 """
 
 from __future__ import annotations
@@ -307,6 +310,94 @@ def cmd_retry(args) -> int:
     return status
 
 
+def _relative(seconds: float) -> str:
+    """``in 2 days`` / ``3 minutes ago`` for a moment ``seconds`` from now."""
+    span = abs(seconds)
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if span >= size:
+            n = int(span // size)
+            break
+    else:
+        unit, n = "second", int(span)
+    words = f"{n} {unit}{'' if n == 1 else 's'}"
+    return f"in {words}" if seconds >= 0 else f"{words} ago"
+
+
+def _utc(epoch_seconds: float) -> str:
+    from datetime import datetime, timezone
+    return datetime.fromtimestamp(epoch_seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ticket_key(value: str) -> str:
+    from workers.events import ISSUE_KEY
+    key = (value or "").strip().upper()
+    if not ISSUE_KEY.fullmatch(key):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a JIRA issue key (like SUP-123)")
+    return key
+
+
+def cmd_timeline(args) -> int:
+    """Print a ticket's timeline, oldest first: UTC time, kind, then the entry's fields."""
+    import json
+
+    from workers.audit import Audit
+    settings = Settings.from_env()
+    entries = Audit(_redis_for_cli(settings), ttl=settings.retention).timeline(args.key)
+    if not entries:
+        print(f"relance: no timeline for {args.key} (never seen, or forgotten after the retention)",
+              file=sys.stderr)
+        return 1
+    for entry in entries:
+        fields = {k: v for k, v in entry.items() if k not in ("id", "kind")}
+        when = _utc(int(entry["id"].split("-")[0]) / 1000)
+        shown = " ".join(f"{k}={v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
+                         for k, v in fields.items())
+        print(f"{when}  {entry['kind']:<17} {shown}".rstrip())
+    return 0
+
+
+def cmd_timers(args) -> int:
+    """Print pending timers, soonest first: ticket, rule, due (UTC and relative), generation, and
+    whether the timer is being fired (its job is queued or running) or parked (its job gave up)."""
+    import time
+
+    from workers.failures import FailureStore
+    from workers.timers import TimerStore, job_id, member
+    settings = Settings.from_env()
+    redis = _redis_for_cli(settings)
+    store = TimerStore(redis)
+    if args.key:
+        timers = [t for t in store.pending(limit=store.count()) if t.ticket == args.key]
+    else:
+        timers = store.pending(limit=args.limit)
+    if not timers:
+        print(f"no pending timers{' for ' + args.key if args.key else ''}")
+        return 0
+    now = time.time()
+    failures = FailureStore(redis, settings.retention)
+    print(f"{'TICKET':<14} {'RULE':<24} {'DUE (UTC)':<20} {'':<16} {'GENERATION':<16} NOTE")
+    for t in timers:
+        jid = job_id(member(t.rule, t.ticket), t.generation)
+        note = ""
+        if failures.get(jid) is not None:
+            note = "parked: its job gave up (see relance failures; relance retry " + jid + ")"
+        elif redis.exists(f"rq:job:{jid}"):
+            note = "firing: claimed, its job is queued or running"
+        print(f"{t.ticket:<14} {t.rule:<24} {_utc(t.due):<20} {_relative(t.due - now):<16} "
+              f"{t.generation:<16} {note}".rstrip())
+    return 0
+
+
+def _add_ops_commands(sub) -> None:
+    """``timeline``, ``timers`` and ``reconcile``."""
+    timeline = sub.add_parser("timeline", help="what relance recorded of one ticket, oldest first")
+    timeline.add_argument("key", type=_ticket_key, metavar="KEY", help="a JIRA issue key, e.g. SUP-123")
+    timeline.set_defaults(func=cmd_timeline)
+    timers = sub.add_parser("timers", help="pending timers, soonest first")
+    timers.add_argument("key", nargs="?", type=_ticket_key, metavar="KEY", help="only this ticket's")
+    timers.add_argument("--limit", type=int, default=100)
+    timers.set_defaults(func=cmd_timers)
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="relance", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -339,6 +430,7 @@ def main(argv=None) -> int:
     retry.add_argument("job_ids", nargs="*", metavar="JOB", help="job ids from `relance failures`")
     retry.add_argument("--all", action="store_true", help="every failed job")
     retry.set_defaults(func=cmd_retry)
+    _add_ops_commands(sub)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
