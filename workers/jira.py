@@ -77,9 +77,10 @@ class JiraClient:
         self._priorities = None
         self._myself = None
         self._groups: dict[str, tuple[float, frozenset]] = {}
+        self._enhanced_search = self.cloud     # Cloud's /rest/api/3/search/jql, until a 404 says otherwise
 
-    def _call(self, method: str, path: str, **kw):
-        url = f"{self.base_url}/rest/api/2/{path}"
+    def _call(self, method: str, path: str, api: str = "2", **kw):
+        url = f"{self.base_url}/rest/api/{api}/{path}"
         for attempt in range(INLINE_RETRIES + 1):
             try:
                 response = self.session.request(method, url, timeout=self.timeout, **kw)
@@ -196,6 +197,53 @@ class JiraClient:
         """The ids (accountId, or username and key on Data Center) of the account relance acts as."""
         me = self.myself()
         return frozenset(v for v in (me.get("accountId"), me.get("name"), me.get("key")) if v)
+
+    def search(self, jql: str, fields: list[str], page_size: int = 100):
+        """Every issue ``jql`` finds (with ``fields``), page after page, as JIRA pages them.
+
+        JIRA Cloud removed /rest/api/2/search in 2025 (410 Gone) for the enhanced
+        /rest/api/3/search/jql, paged by ``nextPageToken`` (no ``startAt``, no
+        ``total``). Data Center keeps /rest/api/2/search, paged by ``startAt``. A
+        Cloud-style client (email + API token) asks the new endpoint first and falls
+        back to the old one, for good, when it answers 404 (a Data Center reached
+        with basic auth); a PAT (Data Center) goes straight to /rest/api/2/search.
+        """
+        if self._enhanced_search:
+            pages = self._search_jql(jql, fields, page_size)
+            try:
+                first = next(pages, None)
+            except JiraError as e:
+                if e.status != 404:
+                    raise
+                log.info("JIRA has no /rest/api/3/search/jql (Data Center?): using /rest/api/2/search")
+                self._enhanced_search = False
+            else:
+                if first is not None:
+                    yield from first
+                for page in pages:
+                    yield from page
+                return
+        start = 0
+        while True:
+            page = self._call("POST", "search", json={"jql": jql, "startAt": start, "maxResults": page_size,
+                                                      "fields": fields})
+            issues = page.get("issues") or []
+            yield from issues
+            start += len(issues)
+            if not issues or start >= int(page.get("total") or 0):
+                return
+
+    def _search_jql(self, jql: str, fields: list[str], page_size: int):
+        token = None
+        while True:
+            body = {"jql": jql, "maxResults": page_size, "fields": fields}
+            if token:
+                body["nextPageToken"] = token
+            page = self._call("POST", "search/jql", api="3", json=body)
+            yield page.get("issues") or []
+            token = page.get("nextPageToken")
+            if page.get("isLast", not token) or not token:
+                return
 
     def has_comment(self, key: str, body: str) -> bool:
         """True if relance's own account has already posted ``body`` on the ticket."""

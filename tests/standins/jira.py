@@ -28,6 +28,7 @@ import binascii
 import copy
 import itertools
 import json
+import re
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -110,6 +111,9 @@ DC_UNAUTHENTICATED = "You are not authenticated. Authentication required to perf
 
 EDIT_SCREEN = frozenset({"summary", "priority", "labels", "comment", "assignee"})
 TRANSITION_SCREEN = frozenset({"resolution", "comment"})
+# The JQL reconcile sends: status in ("A", "B") AND updated >= "-90m" [ORDER BY ...]
+_JQL = re.compile(r'status\s+in\s*\((?P<statuses>[^)]*)\)\s+AND\s+updated\s*>=\s*"?-(?P<amount>\d+)(?P<unit>[mhdw])"?'
+                  r'(?:\s+ORDER\s+BY\s+[\w\s,]+)?', re.IGNORECASE)
 
 
 def jira_time(moment: datetime) -> str:
@@ -196,7 +200,13 @@ class JiraStandIn(StandInServer):
     authors the comments posted through the API.
 
     Serves, under /rest/api/2: GET/PUT issue/{key}, GET/POST issue/{key}/transitions,
-    GET/POST issue/{key}/comment, GET priority, GET user, GET myself.
+    GET/POST issue/{key}/comment, GET priority, GET user, GET myself, GET group/member; and
+    the JQL search as `search_api` says: "cloud" (the default without a `pat`) serves POST
+    /rest/api/3/search/jql (nextPageToken paging) and answers 410 Gone to /rest/api/2/search,
+    as Cloud does since 2025; "datacenter" (the default with a `pat`) serves POST
+    /rest/api/2/search (startAt paging) and answers 404 to /rest/api/3/search/jql. The JQL
+    understood is what reconcile sends: `status in ("A", "B") AND updated >= "-90m"`
+    (relative m, h, d or w), optionally followed by `ORDER BY ...` (results come by key).
 
     `workflow` ({status: {transition name: target status}}) replaces the default support
     workflow (DEFAULT_WORKFLOW); `status_categories` ({status: "new"|"indeterminate"|
@@ -210,7 +220,11 @@ class JiraStandIn(StandInServer):
         pat: str | None = None,
         workflow: Mapping[str, Mapping[str, str]] | None = None,
         status_categories: Mapping[str, str] | None = None,
+        search_api: str | None = None,
     ):
+        if search_api not in (None, "cloud", "datacenter"):
+            raise ValueError("search_api is 'cloud' (/rest/api/3/search/jql) or 'datacenter' (/rest/api/2/search)")
+        self.search_api = search_api or ("datacenter" if pat else "cloud")
         self.email = email
         self.api_token = api_token
         self.pat = pat
@@ -329,13 +343,14 @@ class JiraStandIn(StandInServer):
         with self._lock:
             return self._issue_json(self._find_issue(key, for_test=True))
 
-    def set_status(self, key: str, status: str) -> None:
-        """Move an issue to `status` directly, as a human in JIRA's UI (no workflow check)."""
+    def set_status(self, key: str, status: str, at: datetime | None = None) -> None:
+        """Move an issue to `status` directly, as a human in JIRA's UI (no workflow check);
+        `at` backdates the move (and the issue's `updated`)."""
         with self._lock:
             issue = self._find_issue(key, for_test=True)
             if status not in self.workflow.categories:
                 raise ValueError(f"unknown status {status!r}; workflow has {self.workflow.statuses}")
-            self._move(issue, status, resolution=None)
+            self._move(issue, status, resolution=None, at=at)
 
     def add_comment(self, key: str, body: str, author: Mapping[str, Any] | str | None = None) -> dict[str, Any]:
         """Add a comment as a human would (default author: the reporter); return it."""
@@ -450,9 +465,9 @@ class JiraStandIn(StandInServer):
         issue["comments"].append(comment)
         return comment
 
-    def _move(self, issue: dict[str, Any], status: str, resolution: str | None) -> None:
+    def _move(self, issue: dict[str, Any], status: str, resolution: str | None, at: datetime | None = None) -> None:
         """Set the status, keeping resolution consistent with the status category."""
-        now = _now()
+        now = at or _now()
         done = self.workflow.categories[status] == "done"
         if done and (resolution or not issue["resolution"]):
             issue["resolution"], issue["resolutiondate"] = resolution or "Done", now
@@ -597,6 +612,8 @@ class JiraStandIn(StandInServer):
             ("GET", f"{api}/priority", self._get_priorities),
             ("GET", f"{api}/user", self._get_user),
             ("GET", f"{api}/group/member", self._get_group_members),
+            ("POST", f"{api}/search", self._search_v2),
+            ("POST", "/rest/api/3/search/jql", self._search_jql),
         ]
         for method, rule, view in routes:
             app.add_url_rule(rule, f"{method} {rule}", view, methods=[method])
@@ -674,6 +691,52 @@ class JiraStandIn(StandInServer):
         if not isinstance(body, dict):
             raise JiraError(400, ["Request body must be a JSON object"])
         return body
+
+    def _search_matches(self, jql: str) -> list[dict[str, Any]]:
+        """The issues `jql` finds, by key; 400 with JIRA's kind of message for JQL it does not parse."""
+        found = _JQL.fullmatch(jql.strip())
+        if not found:
+            raise JiraError(400, [f"Error in the JQL Query: the stand-in does not understand {jql!r}"])
+        statuses = {name.casefold() for name in re.findall(r'"((?:[^"\\]|\\.)*)"', found.group("statuses"))}
+        amount, unit = int(found.group("amount")), found.group("unit")
+        since = _now() - timedelta(minutes=amount * {"m": 1, "h": 60, "d": 1440, "w": 10080}[unit])
+        matching = [i for i in self._issues.values() if i["status"].casefold() in statuses and i["updated"] >= since]
+        return sorted(matching, key=lambda i: (i["project"]["key"], int(i["key"].rsplit("-", 1)[1])))
+
+    def _search_v2(self):
+        """Data Center's POST /rest/api/2/search (Cloud answers 410 Gone since 2025)."""
+        if self.search_api != "datacenter":
+            raise JiraError(410, ["The requested API has been removed. Please migrate to the /rest/api/3/search/jql "
+                                  "API. A full migration guideline is available at "
+                                  "https://developer.atlassian.com/changelog/#CHANGE-2046"])
+        body = self._body("searchForIssuesUsingJqlPost")
+        start, size = int(body.get("startAt") or 0), int(body.get("maxResults") or 50)
+        fields = ",".join(body.get("fields") or ["*navigable"])
+        with self._lock:
+            matching = self._search_matches(body.get("jql") or "")
+            page = [self._issue_json(i, fields) for i in matching[start:start + size]]
+        return jsonify({"expand": "schema,names", "startAt": start, "maxResults": size, "total": len(matching),
+                        "issues": page})
+
+    def _search_jql(self):
+        """Cloud's enhanced search, POST /rest/api/3/search/jql: nextPageToken paging, `id` only by default."""
+        if self.search_api != "cloud":
+            raise JiraError(404, ["null for uri: " + request.url])
+        body = self._body("searchAndReconsileIssuesUsingJqlPost")
+        size = int(body.get("maxResults") or 50)
+        token = body.get("nextPageToken")
+        try:
+            start = int(base64.urlsafe_b64decode(token.encode()).decode()) if token else 0
+        except (ValueError, binascii.Error):
+            raise JiraError(400, ["The provided next page token is invalid or expired."]) from None
+        fields = ",".join(body.get("fields") or ["id"])
+        with self._lock:
+            matching = self._search_matches(body.get("jql") or "")
+            page = [self._issue_json(i, fields) for i in matching[start:start + size]]
+        answer: dict[str, Any] = {"issues": page, "isLast": start + size >= len(matching)}
+        if not answer["isLast"]:
+            answer["nextPageToken"] = base64.urlsafe_b64encode(str(start + size).encode()).decode()
+        return jsonify(answer)
 
     def _get_myself(self):
         with self._lock:
