@@ -388,6 +388,38 @@ def cmd_timers(args) -> int:
     return 0
 
 
+def cmd_reconcile(args) -> int:
+    """Ask JIRA for the tickets of the mapped statuses updated since ``--since`` and repair what
+    relance missed (workers/reconcile.py): status changes are queued for the worker as deliveries,
+    missing timers are armed. Exit 1 if JIRA could not be read."""
+    from workers.context import Context
+    from workers.exceptions import JiraError, TransientError
+    from workers.reconcile import reconcile
+    from workers.rules import parse_duration
+    try:
+        since = parse_duration(args.since)
+    except ValueError as e:
+        print(f"relance: --since: {e}", file=sys.stderr)
+        return 2
+    settings = Settings.from_env()
+    if not settings.jira_configured:
+        print("nothing to reconcile: JIRA is not configured (dry run)")
+        return 0
+    try:
+        ctx = Context.build(settings, _redis_for_cli(settings))
+    except RulesError as e:
+        print(e, file=sys.stderr)
+        return 1
+    try:
+        report = reconcile(ctx, since)
+    except (JiraError, TransientError) as e:
+        print(f"relance: JIRA: {e}", file=sys.stderr)
+        return 1
+    for line in report.lines():
+        print(line)
+    return 0
+
+
 def _add_ops_commands(sub) -> None:
     """``timeline``, ``timers`` and ``reconcile``."""
     timeline = sub.add_parser("timeline", help="what relance recorded of one ticket, oldest first")
@@ -397,6 +429,9 @@ def _add_ops_commands(sub) -> None:
     timers.add_argument("key", nargs="?", type=_ticket_key, metavar="KEY", help="only this ticket's")
     timers.add_argument("--limit", type=int, default=100)
     timers.set_defaults(func=cmd_timers)
+    reconcile = sub.add_parser("reconcile", help="ask JIRA for tickets changed lately; repair what relance missed")
+    reconcile.add_argument("--since", default="7d", help="how far back to look (default 7d; 30m, 12h, 2w...)")
+    reconcile.set_defaults(func=cmd_reconcile)
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="relance", description=__doc__,

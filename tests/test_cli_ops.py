@@ -57,3 +57,34 @@ def test_timeline_and_timers_without_redis_exit_3():
     for args in (("timeline", "SUP-1"), ("timers",)):
         down = relance(*args, env=env)
         assert down.returncode == 3 and "Redis unavailable" in down.stderr
+
+
+def test_reconcile_without_jira_says_so_plainly_and_exits_0(redis_server):
+    result = relance("reconcile", env={"REDIS_URL": redis_server.url, "JIRA_BASE_URL": ""})
+    assert result.returncode == 0
+    assert result.stdout.strip() == "nothing to reconcile: JIRA is not configured (dry run)"
+
+
+def test_reconcile_queues_the_missed_change_and_prints_what_it_did(redis_server, redis, jira):
+    from workers.queue import make_queue
+    env = {"REDIS_URL": redis_server.url, "JIRA_BASE_URL": jira.url, "JIRA_USER_EMAIL": jira.email,
+           "JIRA_API_TOKEN": jira.api_token}
+    from datetime import datetime, timedelta, timezone
+    jira.set_status("SUP-1", "Resolved", at=datetime.now(timezone.utc) - timedelta(hours=1))
+    result = relance("reconcile", "--since", "2d", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["1 tickets seen in JIRA, 0 consistent with relance's memory, "
+                                          "0 updated too recently (left for the next run)",
+                                          "queued a status change: SUP-1: (unknown) -> Resolved"]
+    [search] = [r for r in jira.requests if r.path == "/rest/api/3/search/jql"]
+    assert search.json["jql"].endswith('AND updated >= "-2880m" ORDER BY key ASC')
+    assert make_queue(redis).job_ids == [j for j in make_queue(redis).job_ids if j.startswith("delivery-reconcile-")]
+    assert len(make_queue(redis).job_ids) == 1
+    timeline = relance("timeline", "SUP-1", env=env)
+    assert "reconciled" in timeline.stdout and "to=Resolved" in timeline.stdout
+
+    bad = relance("reconcile", "--since", "soon", env=env)
+    assert bad.returncode == 2 and "--since" in bad.stderr
+    jira.fail_next(count=10, status=503, path_contains="/search")
+    down = relance("reconcile", env=env)
+    assert down.returncode == 1 and "JIRA" in down.stderr and "503" in down.stderr

@@ -29,6 +29,15 @@ WORKER_TTL_SECONDS = 30                 # a worker blocks WORKER_TTL - 15 s per 
 TIMER_POLL_SECONDS = 0.2                # bounds how late a due timer is picked up
 TIMER_BATCH = 500                       # timers moved to the queue per poll
 
+# Reconcile: the worker asks JIRA for tickets changed lately (webhooks lost in an outage)
+RECONCILE_INTERVAL_SECONDS = 3600       # RELANCE_RECONCILE_INTERVAL overrides it
+RECONCILE_SINCE_SECONDS = 7 * 24 * 3600  # how far back it looks (relance reconcile --since)
+RECONCILE_PAGE_SIZE = 100               # issues per search page
+# A ticket updated more recently than this is left for the next run: JIRA retries a webhook for
+# about 30 minutes, and a change fed both by reconcile and by its late webhook would act twice.
+RECONCILE_GRACE_SECONDS = 35 * 60
+RECONCILE_LOCK_SECONDS = 15 * 60        # one run at a time across workers; a dead holder's lock expires
+
 # Retention: every key relance writes (but the timer index) expires this long after
 # the ticket's last activity; RELANCE_RETENTION overrides it.
 RETENTION_SECONDS = 90 * 24 * 3600

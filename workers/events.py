@@ -156,11 +156,15 @@ def _timestamp(body, fields) -> int | None:
     ts = body.get("timestamp")
     if isinstance(ts, (int, float)) and not isinstance(ts, bool) and ts > 0:
         return int(ts)
-    updated = fields.get("updated")
-    if isinstance(updated, str):
+    return jira_time_ms(fields.get("updated"))
+
+
+def jira_time_ms(value) -> int | None:
+    """A JIRA date-time (``2024-01-31T09:15:00.000+0000``) in epoch milliseconds, or None."""
+    if isinstance(value, str):
         for fmt in ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z"):
             try:
-                return int(datetime.strptime(updated, fmt).timestamp() * 1000)
+                return int(datetime.strptime(value, fmt).timestamp() * 1000)
             except ValueError:
                 continue
     return None

@@ -138,6 +138,7 @@ class Settings:
     maintenance_interval: float = defaults.MAINTENANCE_INTERVAL_SECONDS
     timer_poll: float = defaults.TIMER_POLL_SECONDS
     retention: int = defaults.RETENTION_SECONDS
+    reconcile_interval: int = defaults.RECONCILE_INTERVAL_SECONDS
 
     @property
     def jira_configured(self) -> bool:
@@ -203,6 +204,7 @@ class Settings:
             maintenance_interval=_float(env, "RELANCE_MAINTENANCE_INTERVAL", cls.maintenance_interval),
             timer_poll=_float(env, "RELANCE_TIMER_POLL", cls.timer_poll),
             retention=_duration(env, "RELANCE_RETENTION", cls.retention),
+            reconcile_interval=_duration(env, "RELANCE_RECONCILE_INTERVAL", cls.reconcile_interval),
         )
 
     def replace(self, **changes) -> "Settings":

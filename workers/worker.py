@@ -1,4 +1,5 @@
-"""The worker process: an RQ worker on the relance queue that also pumps due timers."""
+"""The worker process: an RQ worker on the relance queue that also pumps due timers and reconciles
+with JIRA (at start-up, then every RELANCE_RECONCILE_INTERVAL)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from rq.serializers import JSONSerializer
 
 from . import defaults
 from .context import Context
+from .reconcile import Reconciler
 from .timers import TimerPump
 
 log = logging.getLogger("relance.worker")
@@ -84,9 +86,22 @@ def run_worker(ctx: Context, burst: bool = False) -> bool:
     check_eviction_policy(ctx.redis)
     worker = make_worker(ctx)
     pump = TimerPump(ctx.timers, ctx.queue, ctx.settings.timer_poll, ctx.settings.job_timeout)
+    reconciler = start_reconciler(ctx) if not burst else None
     if not burst:
         pump.start()
     try:
         return worker.work(burst=burst, with_scheduler=True, logging_level="INFO")
     finally:
         pump.stop()
+        if reconciler:
+            reconciler.stop()
+
+
+def start_reconciler(ctx: Context) -> Reconciler | None:
+    """Reconcile now and every RELANCE_RECONCILE_INTERVAL in a background thread (JIRA configured only)."""
+    if not ctx.settings.jira_configured:
+        log.info("reconcile: nothing to reconcile: JIRA is not configured (dry run)")
+        return None
+    reconciler = Reconciler(ctx, ctx.settings.reconcile_interval)
+    reconciler.start()
+    return reconciler
