@@ -88,3 +88,12 @@ def test_reconcile_queues_the_missed_change_and_prints_what_it_did(redis_server,
     jira.fail_next(count=10, status=503, path_contains="/search")
     down = relance("reconcile", env=env)
     assert down.returncode == 1 and "JIRA" in down.stderr and "503" in down.stderr
+
+
+def test_timers_marks_a_timer_whose_job_is_queued_as_firing(redis_server, redis):
+    from workers.queue import make_queue
+    timers = TimerStore(redis)
+    timers.arm("auto-close", "SUP-1", time.time() - 1, "gen1")
+    assert timers.pump(make_queue(redis), time.time()) == 1
+    result = relance("timers", "SUP-1", env={"REDIS_URL": redis_server.url})
+    assert result.returncode == 0 and "firing" in result.stdout.splitlines()[1]

@@ -187,3 +187,41 @@ def test_only_one_worker_reconciles_at_a_time_and_a_failure_does_not_stop_the_th
     finally:
         thread.stop()
         thread.join(2)
+
+
+def test_the_worker_reconciles_at_start_up_and_not_in_a_dry_run(service, jira, sendgrid, settings, redis):
+    from workers.context import Context
+    from workers.worker import start_reconciler
+    assert start_reconciler(Context.build(settings, redis)) is None         # dry run: no thread
+    jira.set_status(KEY, "Resolved", at=hours_ago(2))
+    thread = start_reconciler(service)
+    try:
+        deadline = time.time() + 5
+        while not service.queue.job_ids and time.time() < deadline:
+            time.sleep(0.02)
+        assert service.queue.job_ids and service.queue.job_ids[0].startswith("delivery-reconcile-")
+    finally:
+        thread.stop()
+        thread.join(2)
+    run_worker(service, burst=True)
+    assert service.timers.get("auto-close", KEY).due == pytest.approx(hours_ago(2).timestamp() + 5 * 86400, abs=2)
+    assert [e["kind"] for e in reconciled(service)] == ["reconciled"]
+
+
+def test_a_timed_rule_that_wants_a_move_by_someone_is_not_armed_by_reconcile(settings, redis, jira, sendgrid,
+                                                                              rules_file, tmp_path):
+    from tests.conftest import service_context
+    from workers import context as process_context
+    by_support = tmp_path / "by-support.yaml"
+    by_support.write_text(rules_file.read_text().replace(
+        "  - name: auto-close\n    when: {entered: resolved}", "  - name: auto-close\n    when: {entered: resolved, by: support}"))
+    ctx = service_context(settings.replace(rules_file=by_support), redis, jira, sendgrid)
+    try:
+        jira.set_status(KEY, "Resolved", at=hours_ago(1))
+        deliver(ctx, webhook_body(jira, KEY, "In Progress", "Resolved", ts_ms=ms(hours_ago(1))), "d1")  # by Jane
+        assert ctx.timers.get("auto-close", KEY) is None
+        report = reconcile(ctx)
+        assert (report.armed, report.consistent) == ([], 1)
+        assert ctx.timers.get("auto-close", KEY) is None
+    finally:
+        process_context.use(None)

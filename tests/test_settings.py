@@ -117,3 +117,10 @@ def test_retention_reads_a_duration(raw, seconds):
 def test_an_invalid_retention_is_refused_naming_the_variable(raw):
     with pytest.raises(ConfigError, match=r"^RELANCE_RETENTION: invalid duration"):
         Settings.from_env({"RELANCE_RETENTION": raw})
+
+
+def test_the_reconcile_interval_is_a_duration_with_a_default_of_an_hour():
+    assert Settings.from_env({}).reconcile_interval == 3600
+    assert Settings.from_env({"RELANCE_RECONCILE_INTERVAL": "30m"}).reconcile_interval == 1800
+    with pytest.raises(ConfigError, match="RELANCE_RECONCILE_INTERVAL"):
+        Settings.from_env({"RELANCE_RECONCILE_INTERVAL": "often"})

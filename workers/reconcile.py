@@ -12,9 +12,10 @@ lately and compares each with relance's memory (workers/tickets.py):
   arms or cancels timers and performs what the rules say; due timers fire
   through the pump. Its id is stable per (ticket, updated, status): a second
   reconcile before the worker took it queues nothing more.
-- The state matches, but a timed rule of that state has no pending timer and the
-  timeline shows it never fired, was cancelled or skipped since the ticket
-  entered the state: its timer is armed from when the ticket entered the state.
+- The state matches, but a timed rule of that state (one that does not care who
+  moved the ticket) has no pending timer and the timeline does not show it fired,
+  was cancelled, skipped or dropped since the ticket entered the state: its timer
+  is armed from when the ticket entered the state.
   relance's memory says when (``since``); when it does not, the issue's
   ``updated``. ``statuscategorychangedate`` is not used: a move between two
   statuses of one category (In Progress -> Waiting for feedback) leaves it
@@ -145,8 +146,9 @@ def _feed(ctx, key, issue, status, state, updated_ms, memory, report) -> None:
 
 def _arm_missing(ctx, key: str, status: str, state: str, since_ms: int) -> list[str]:
     """Arm the timers of ``state``'s timed rules that are missing, unless their story is over."""
+    # A rule that wants the move made by someone (``by: support``) is left alone: JIRA's issue does not say who.
     wanted = [r for r in ctx.rules.rules if r.timed and r.enabled and r.when.kind == "entered"
-              and state in r.when.states and ctx.timers.get(r.name, key) is None]
+              and r.when.who == "anyone" and state in r.when.states and ctx.timers.get(r.name, key) is None]
     if not wanted:
         return []
     armed = []
