@@ -12,7 +12,6 @@ retry   queue failed jobs again (ids from ``failures``, or --all)
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import secrets
 import sys
@@ -132,7 +131,8 @@ def cmd_preview(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from workers import logs
+    logs.configure(Settings.from_env().log_format)
     from workers.context import current
     from workers.worker import run_worker
     try:

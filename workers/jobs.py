@@ -23,6 +23,7 @@ from .context import Context, current
 from .decisions import decide, next_firing, no_longer_fits, plan_effects
 from .events import TicketEvent, _person, parse_event
 from .exceptions import JiraError, PayloadError
+from .logs import about
 from .timers import split_member
 
 log = logging.getLogger("relance.jobs")
@@ -51,6 +52,12 @@ def generation_of(delivery_id: str) -> str:
 
 
 def process_delivery(delivery_id: str) -> str:
+    """RQ job: see ``_process_delivery``; its log lines name the delivery."""
+    with about(delivery=delivery_id):
+        return _process_delivery(delivery_id)
+
+
+def _process_delivery(delivery_id: str) -> str:
     """Apply one accepted webhook delivery: decide, record the decision, then perform its effects.
 
     Idempotent: the decision is stored before any effect, so a retry (after a
@@ -78,7 +85,11 @@ def process_delivery(delivery_id: str) -> str:
     if key is None:
         ctx.deliveries.mark_done(delivery_id, "ignored: no ticket key in the payload, or JIRA does not show it")
         return "ignored: no ticket key"
+    with about(ticket=key):
+        return _apply_delivery(ctx, delivery_id, key, event)
 
+
+def _apply_delivery(ctx: Context, delivery_id: str, key: str, event: TicketEvent) -> str:
     # Who relance itself is in JIRA (its own comments come back as webhooks): asked before the lock.
     roles_matter = event.adds_comment or ctx.rules.reads_roles()
     automation = ctx.effects.jira.own_accounts() if roles_matter else frozenset()
@@ -206,6 +217,12 @@ def _snapshot(ctx: Context, event: TicketEvent, key: str) -> dict:
 
 
 def fire_timer(member: str, generation: str, due: float | None = None) -> str:
+    """RQ job: see ``_fire_timer``; its log lines name the ticket."""
+    with about(ticket=split_member(member)[1]):
+        return _fire_timer(member, generation, due)
+
+
+def _fire_timer(member: str, generation: str, due: float | None = None) -> str:
     """Perform a due timer's rule, if the timer is still this generation and the ticket still fits the rule.
 
     The ticket is re-read from JIRA (its memory from webhooks in dry run), so a

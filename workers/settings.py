@@ -107,6 +107,14 @@ def _float(env, name, default):
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
 
 
+def _log_format(raw: str | None) -> str:
+    from .logs import FORMATS
+    value = (raw or "text").strip().lower()
+    if value not in FORMATS:
+        raise ConfigError(f"LOG_FORMAT must be one of {', '.join(FORMATS)}, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True, repr=False)
 class Settings:
     """Everything the web and worker processes read from their environment.
@@ -138,6 +146,7 @@ class Settings:
     maintenance_interval: float = defaults.MAINTENANCE_INTERVAL_SECONDS
     timer_poll: float = defaults.TIMER_POLL_SECONDS
     retention: int = defaults.RETENTION_SECONDS
+    log_format: str = "text"
 
     @property
     def jira_configured(self) -> bool:
@@ -203,6 +212,7 @@ class Settings:
             maintenance_interval=_float(env, "RELANCE_MAINTENANCE_INTERVAL", cls.maintenance_interval),
             timer_poll=_float(env, "RELANCE_TIMER_POLL", cls.timer_poll),
             retention=_duration(env, "RELANCE_RETENTION", cls.retention),
+            log_format=_log_format(get("LOG_FORMAT")),
         )
 
     def replace(self, **changes) -> "Settings":
