@@ -13,6 +13,7 @@ from workers import defaults
 from workers.connection import redis_from_url
 from workers import logs
 from workers.deliveries import DeliveryStore
+from workers.metrics import Metrics
 from workers.exceptions import ConfigError
 from workers.queue import make_queue
 from workers.rules import RuleSet, load_rules
@@ -28,6 +29,7 @@ class Edge:
     queue: Queue
     deliveries: DeliveryStore
     rules: RuleSet | None = None
+    metrics: Metrics | None = None
     retry_after: int = defaults.RETRY_AFTER_SECONDS_ON_503
 
 
@@ -71,10 +73,12 @@ def create_app(config: Settings | dict | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = defaults.MAX_BODY_BYTES
     redis = redis_from_url(settings.redis_url, socket_timeout=defaults.REDIS_SOCKET_TIMEOUT_SECONDS)
     app.extensions["relance"] = Edge(settings, redis, make_queue(redis, settings.queue_name),
-                                        DeliveryStore(redis, keep=settings.retention), rules)
+                                        DeliveryStore(redis, keep=settings.retention), rules,
+                                        Metrics(redis, settings.retention))
 
-    from . import health, jira, operator
+    from . import health, jira, metrics, operator
     app.register_blueprint(jira.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(operator.bp)
 

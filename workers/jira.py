@@ -62,6 +62,7 @@ class JiraClient:
     """
 
     dry_run = False
+    timing = None               # called with each call's seconds (the metrics' relance_remote_seconds)
 
     def __init__(self, base_url: str, email: str | None = None, api_token: str | None = None,
                  pat: str | None = None, timeout: float = defaults.HTTP_TIMEOUT_SECONDS):
@@ -81,6 +82,7 @@ class JiraClient:
     def _call(self, method: str, path: str, **kw):
         url = f"{self.base_url}/rest/api/2/{path}"
         for attempt in range(INLINE_RETRIES + 1):
+            started = time.perf_counter()
             try:
                 response = self.session.request(method, url, timeout=self.timeout, **kw)
             except requests.RequestException as e:
@@ -89,6 +91,8 @@ class JiraClient:
                     time.sleep(0.5 * (attempt + 1))
                     continue
                 raise TransientError(f"JIRA {method} {path}: {e.__class__.__name__}: {e}") from e
+            if self.timing:
+                self.timing(time.perf_counter() - started)
             if response.status_code == 429 or response.status_code >= 500:
                 wait = _retry_after(response)
                 if response.status_code == 429 and wait is not None and wait <= INLINE_RETRY_AFTER_SECONDS \
@@ -219,6 +223,7 @@ class DryRunJira:
     """Used while JIRA_BASE_URL is unset: reads know nothing, writes are only recorded."""
 
     dry_run = True
+    timing = None           # no remote calls to time
     DEFAULT_PRIORITIES = [{"name": n} for n in ("Highest", "High", "Medium", "Low", "Lowest")]
 
     def issue(self, key, fields=None):

@@ -266,6 +266,8 @@ def _fire_timer(member: str, generation: str, due: float | None = None) -> str:
             ctx.audit.record(key, "timer skipped", rule=rule_name, why=why)
             return f"skipped: {why}"
         ctx.audit.record(key, "timer resumed" if resuming else "timer fired", rule=rule_name, generation=generation)
+        if not resuming and due is not None:
+            ctx.effects.metrics.observe("lateness", max(0.0, time.time() - due))
         ctx.tickets.touch(key)
     steps = [(e.index, e.action) for e in plan_effects(ctx.rules, rule_name)]
     ctx.effects.perform_rule(rule_name, steps, ticket, prefix, _time_left())

@@ -147,6 +147,7 @@ class Settings:
     timer_poll: float = defaults.TIMER_POLL_SECONDS
     retention: int = defaults.RETENTION_SECONDS
     log_format: str = "text"
+    metrics_public: bool = False
 
     @property
     def jira_configured(self) -> bool:
@@ -213,6 +214,7 @@ class Settings:
             timer_poll=_float(env, "RELANCE_TIMER_POLL", cls.timer_poll),
             retention=_duration(env, "RELANCE_RETENTION", cls.retention),
             log_format=_log_format(get("LOG_FORMAT")),
+            metrics_public=(get("METRICS_PUBLIC") or "").strip().lower() in ("1", "true", "yes"),
         )
 
     def replace(self, **changes) -> "Settings":
