@@ -188,10 +188,12 @@ def _decide_and_record(ctx: Context, delivery_id: str, key: str, event, automati
     if t:
         ctx.audit.record(key, "transition", pipe=pipe, left=t.left, entered=t.entered, from_status=t.from_status,
                          to_status=t.to_status, inferred=t.inferred)
+    pending = ctx.timers.pending_of([(rule, key) for rule in plan.cancel])     # the timeline says only what was
     for rule in plan.cancel:
         ctx.timers.cancel(rule, key, pipe=pipe)
-        ctx.audit.record(key, "timer cancelled", pipe=pipe, rule=rule,
-                         because=t.describe() if t else event.webhook_event)
+        if (rule, key) in pending:
+            ctx.audit.record(key, "timer cancelled", pipe=pipe, rule=rule,
+                             because=t.describe() if t else event.webhook_event)
     for arm in plan.arm:
         ctx.timers.arm(arm.rule, key, arm.due_ms / 1000, gen, pipe=pipe)
         ctx.audit.record(key, "timer armed", pipe=pipe, rule=arm.rule, due_ms=arm.due_ms, generation=gen)
