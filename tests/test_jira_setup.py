@@ -164,3 +164,16 @@ def test_register_webhook_without_a_secret_or_token_warns(site):
     result = relance("jira", "register-webhook", APP_URL, env=jira_env(site))
     assert result.returncode == 0
     assert "neither JIRA_WEBHOOK_SECRET nor JIRA_WEBHOOK_TOKEN is set" in result.stderr
+
+
+def test_app_json_runs_the_procfile_processes_with_a_redis_and_documents_the_variables_it_lists():
+    import json
+    app = json.loads((PROJECT_ROOT / "app.json").read_text())
+    processes = {line.split(":", 1)[0] for line in (PROJECT_ROOT / "Procfile").read_text().splitlines() if line}
+    assert set(app["formation"]) == processes == {"web", "worker"}
+    assert [a["plan"].split(":")[0] for a in app["addons"]] == ["heroku-redis"]
+    assert app["buildpacks"] == [{"url": "heroku/python"}]
+    read = (PROJECT_ROOT / "workers" / "settings.py").read_text() + (PROJECT_ROOT / "Procfile").read_text()
+    for name, spec in app["env"].items():
+        assert f'"{name}"' in read or f"${{{name}" in read, f"{name} is not read by the service"
+        assert spec["description"] and isinstance(spec["required"], bool), name
