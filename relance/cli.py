@@ -331,6 +331,50 @@ def _credentials_hint(settings: Settings) -> str:
             "id.atlassian.com > Security > API tokens)")
 
 
+def _status_names(statuses) -> dict[str, str]:
+    """{casefolded name: name} of JIRA status objects."""
+    return {s["name"].casefold(): s["name"] for s in statuses if isinstance(s, dict) and s.get("name")}
+
+
+def _check_names(say, scope: str, known: dict[str, str], rules, path, warn: bool) -> None:
+    """Say, for ``scope`` (the site, or a project) whose statuses are ``known``, which lifecycle states have
+    a status there (an error for a state with none), and whether each rule's transition target is there."""
+    from workers.rules import TransitionAction
+    prefix = "statuses" if scope == "the site" else f"{scope}: statuses"
+    there = "on the site" if scope == "the site" else f"in {scope}"
+    for state, names in rules.statuses.items():
+        present = [n for n in names if n.casefold() in known]
+        missing = [n for n in names if n.casefold() not in known]
+        if not present:
+            say("error", f"{prefix}: no status of lifecycle state {state!r} exists {there} "
+                         f"(looked for {', '.join(map(repr, names)) or 'none'}); add the name "
+                         f"this site uses for it under 'statuses: {state}:' in {path}")
+            continue
+        say("ok", f"{prefix}: {state}: {_exist(present)}")
+        if missing and warn:
+            say("warning", f"{prefix}: {state}: {', '.join(map(repr, missing))} not on this site "
+                           "(fine if they are another site's or language's names)")
+    where = "" if scope == "the site" else f"{scope}: "
+    for rule in rules.rules:
+        for action in rule.do:
+            target = action.transition
+            if target is None:
+                continue
+            if isinstance(target, TransitionAction):
+                names = rules.statuses.get(target.to_state, [])
+                found = [n for n in names if n.casefold() in known]
+                if found:
+                    say("ok", f"{where}rule {rule.name!r}: transition to state {target.to_state!r}: {_exist(found)}")
+                else:
+                    say("error", f"{where}rule {rule.name!r}: transition to state {target.to_state!r}: none of "
+                                 f"its statuses ({', '.join(map(repr, names))}) exists {there}")
+            elif target.casefold() in known:
+                say("ok", f"{where}rule {rule.name!r}: transition to {target!r}: the status exists")
+            else:
+                say("error", f"{where}rule {rule.name!r}: transition to {target!r}: no such status {there} "
+                             f"(it has {', '.join(sorted(map(repr, known.values())))})")
+
+
 def _exist(names) -> str:
     return f"{', '.join(map(repr, names))} {'exists' if len(names) == 1 else 'exist'}"
 
@@ -339,7 +383,7 @@ def cmd_jira_check(args) -> int:
     """Check the credentials, that the rules file's status names exist on the site, and that each
     transition a rule makes leads to a status the site has. Exit 1 on any error, 2 on bad configuration."""
     from workers.exceptions import JiraError, TransientError
-    from workers.rules import TransitionAction, load_rules
+    from workers.rules import load_rules
     settings, jira = _jira_for_cli()
     path = Path(args.rules) if args.rules else settings.rules_file
     try:
@@ -373,40 +417,23 @@ def cmd_jira_check(args) -> int:
     except (JiraError, TransientError) as e:
         say("error", f"statuses: GET /rest/api/2/status failed: {e}")
         return 1
-    known = {s.get("name", "").casefold(): s.get("name") for s in site if isinstance(s, dict)}
-    for state, names in rules.statuses.items():
-        present = [n for n in names if n.casefold() in known]
-        missing = [n for n in names if n.casefold() not in known]
-        if not present:
-            say("error", f"statuses: no status of lifecycle state {state!r} exists on the site "
-                         f"(looked for {', '.join(map(repr, names)) or 'none'}); add this site's name for it "
-                         f"under 'statuses: {state}:' in {path}")
+    _check_names(say, "the site", _status_names(site), rules, path, warn=True)
+    for project in args.project or ():
+        try:
+            types = jira.project_statuses(project)
+        except JiraError as e:
+            say("error", f"project {project}: GET /rest/api/2/project/{project}/statuses failed ({e}): "
+                         "is the key right, and may the account browse the project?")
             continue
-        say("ok", f"statuses: {state}: {_exist(present)}")
-        if missing:
-            say("warning", f"statuses: {state}: {', '.join(map(repr, missing))} not on this site "
-                           "(fine if they are another site's or language's names)")
-    for rule in rules.rules:
-        for action in rule.do:
-            target = action.transition
-            if target is None:
-                continue
-            if isinstance(target, TransitionAction):
-                names = rules.statuses.get(target.to_state, [])
-                found = [n for n in names if n.casefold() in known]
-                if found:
-                    say("ok", f"rule {rule.name!r}: transition to state {target.to_state!r}: {_exist(found)}")
-                else:
-                    say("error", f"rule {rule.name!r}: transition to state {target.to_state!r}: none of its "
-                                 f"statuses ({', '.join(map(repr, names))}) exists on the site")
-            elif target.casefold() in known:
-                say("ok", f"rule {rule.name!r}: transition to {target!r}: the status exists")
-            else:
-                say("error", f"rule {rule.name!r}: transition to {target!r}: no such status on the site "
-                             f"(it has {', '.join(sorted(map(repr, known.values())))})")
-    print("not checked: whether each project's workflow has a transition into these statuses from the states "
-          "the rules use them in (that needs JIRA administrator APIs); a transition JIRA does not offer when a "
-          "rule fires is recorded on the ticket's timeline")
+        except TransientError as e:
+            say("error", f"project {project}: JIRA did not answer: {e}")
+            continue
+        _check_names(say, f"project {project}", _status_names(s for t in types for s in t.get("statuses") or []),
+                     rules, path, warn=False)
+    print("not checked: whether a workflow has a transition into these statuses from the states the rules use "
+          "them in (workflows need JIRA administrator APIs)"
+          + ("" if args.project else ", nor which statuses each project's workflows use (give --project KEY)")
+          + "; a transition JIRA does not offer when a rule fires is recorded on the ticket's timeline")
     print(f"{'FAILED' if errors else 'OK'}: {errors} error(s), {warnings} warning(s)")
     return 1 if errors else 0
 
@@ -533,6 +560,8 @@ def main(argv=None) -> int:
     jira_sub = jira.add_subparsers(dest="jira_command", required=True)
     jira_check = jira_sub.add_parser("check", help="check credentials, status names and transition targets")
     jira_check.add_argument("rules", nargs="?", help="rules file (default: $RULES_FILE or rules.yaml)")
+    jira_check.add_argument("--project", action="append", metavar="KEY",
+                            help="also check the statuses of this project's workflows (repeatable)")
     jira_check.set_defaults(func=cmd_jira_check)
     register = jira_sub.add_parser("register-webhook", help="create or update relance's webhook (JIRA admin)")
     register.add_argument("url", metavar="URL", help="where JIRA posts, e.g. https://relance.example.com/webhooks/jira")

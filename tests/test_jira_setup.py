@@ -51,7 +51,8 @@ def test_check_passes_on_a_good_site_and_warns_of_names_of_other_sites(site):
     assert "ok:      rule 'auto-close': transition to 'Closed': the status exists" in result.stdout
     assert "ok:      rule 'customer-answered': transition to state 'open': 'Open', 'In Progress' exist" \
         in result.stdout
-    assert "not checked: whether each project's workflow has a transition" in result.stdout
+    assert "not checked: whether a workflow has a transition into these statuses" in result.stdout
+    assert "(give --project KEY)" in result.stdout
     assert result.stdout.strip().endswith("OK: 0 error(s), 5 warning(s)")
 
 
@@ -75,6 +76,35 @@ def test_check_reports_a_to_state_transition_whose_state_has_no_status_on_the_si
     assert result.returncode == 1
     assert ("error:   rule 'customer-answered': transition to state 'open': none of its statuses "
             "('Ouvert', 'En cours') exists on the site") in result.stdout
+
+
+def test_check_of_a_project_reports_the_statuses_its_workflows_lack(site):
+    site.add_project("SUP")
+    site.add_project("OPS", statuses=["Open", "In Progress", "Resolved", "Reopened"])
+    result = relance("jira", "check", "--project", "SUP", "--project", "OPS", "--project", "NOPE",
+                     env=jira_env(site))
+    assert result.returncode == 1, result.stdout + result.stderr
+    out = result.stdout
+    assert "ok:      project SUP: statuses: closed: 'Closed' exists" in out
+    assert "ok:      project SUP: rule 'auto-close': transition to 'Closed': the status exists" in out
+    assert "error:   project OPS: statuses: no status of lifecycle state 'closed' exists in project OPS" in out
+    assert "error:   project OPS: statuses: no status of lifecycle state 'waiting_for_feedback'" in out
+    assert "error:   project OPS: rule 'auto-close': transition to 'Closed': no such status in project OPS" in out
+    assert "error:   project NOPE: GET /rest/api/2/project/NOPE/statuses failed" in out
+    assert "No project could be found with key 'NOPE'." in out
+    assert "(give --project KEY)" not in out
+    assert "FAILED: 4 error(s), 5 warning(s)" in out
+
+
+def test_the_stand_in_lists_a_projects_statuses_as_the_published_getAllStatuses_schema_says(site):
+    import requests
+    site.add_project("OPS", statuses=["Open", "Closed"])
+    response = requests.get(f"{site.url}/rest/api/2/project/OPS/statuses", auth=(site.email, site.api_token),
+                            timeout=10)
+    assert response.status_code == 200
+    schema = CONTRACT["operations"]["getAllStatuses"]["response"]["schema"]
+    assert not list(contract_validator(schema).iter_errors(response.json()))
+    assert [s["name"] for s in response.json()[0]["statuses"]] == ["Open", "Closed"]
 
 
 def test_check_with_bad_credentials_says_which_to_fix(site):

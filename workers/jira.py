@@ -171,6 +171,10 @@ class JiraClient:
         """Every status of the site (GET /status): id, name, statusCategory."""
         return self._call("GET", "status")
 
+    def project_statuses(self, project: str) -> list[dict]:
+        """The statuses of a project's workflows, per issue type (GET /project/{key}/statuses)."""
+        return self._call("GET", f"project/{quote(project, safe='')}/statuses")
+
     WEBHOOKS_PATH = "/rest/webhooks/1.0/webhook"
 
     def webhooks(self) -> list[dict]:

@@ -20,7 +20,9 @@ Behaviours copied from JIRA Cloud (see tests/contracts/README.md for sources):
 - Entering a "done" status sets the resolution to "Done" unless the transition sets
   one; leaving it clears the resolution (as JIRA's default post-functions do).
 - GET /rest/api/2/status lists the workflow's statuses (id, name, statusCategory), as
-  JIRA's getStatuses does (checked against its published schema, StatusDetails).
+  JIRA's getStatuses does (checked against its published schema, StatusDetails);
+  GET /rest/api/2/project/{key}/statuses those of a project, per issue type
+  (getAllStatuses), 404 "No project could be found with key 'X'." for an unknown one.
 
 Admin webhooks, /rest/webhooks/1.0/webhook (not in the OpenAPI specs we have; Cloud's
 /rest/api/3/webhook is a different API, for Connect and OAuth 2.0 apps only). Shapes
@@ -222,7 +224,8 @@ class JiraStandIn(StandInServer):
     authors the comments posted through the API.
 
     Serves, under /rest/api/2: GET/PUT issue/{key}, GET/POST issue/{key}/transitions,
-    GET/POST issue/{key}/comment, GET priority, GET user, GET myself, GET group/member, GET status;
+    GET/POST issue/{key}/comment, GET priority, GET user, GET myself, GET group/member, GET status,
+    GET project/{key}/statuses;
     and the admin webhooks API, /rest/webhooks/1.0/webhook (GET, POST; GET, PUT, DELETE /{id}),
     open to the account only while `admin` is true.
 
@@ -244,6 +247,7 @@ class JiraStandIn(StandInServer):
         self.admin = admin
         self._webhooks: dict[str, dict[str, Any]] = {}
         self._webhook_ids = itertools.count(1)
+        self._projects: dict[str, list[str] | None] = {}
         self.webhook_secrets: dict[str, str | None] = {}
         self.api_token = api_token
         self.pat = pat
@@ -631,6 +635,7 @@ class JiraStandIn(StandInServer):
             ("GET", f"{api}/user", self._get_user),
             ("GET", f"{api}/group/member", self._get_group_members),
             ("GET", f"{api}/status", self._get_statuses),
+            ("GET", f"{api}/project/<key>/statuses", self._get_project_statuses),
             ("GET", WEBHOOKS, self._get_webhooks),
             ("POST", WEBHOOKS, self._create_webhook),
             ("GET", f"{WEBHOOKS}/<webhook_id>", self._get_webhook),
@@ -808,6 +813,25 @@ class JiraStandIn(StandInServer):
         """GET /status: every status of the workflow, as JIRA's getStatuses lists a site's statuses."""
         with self._lock:
             return jsonify([self._status_json(status) for status in self.workflow.statuses])
+
+    def add_project(self, key: str, statuses: Iterable[str] | None = None) -> None:
+        """A project whose workflows use `statuses` (default: every status of the workflow).
+        A project some issue belongs to is known without this."""
+        with self._lock:
+            unknown = [s for s in statuses or () if s not in self.workflow.categories]
+            if unknown:
+                raise ValueError(f"unknown statuses {unknown}; workflow has {self.workflow.statuses}")
+            self._projects[key] = list(statuses) if statuses is not None else None
+
+    def _get_project_statuses(self, key: str):
+        """GET /project/{key}/statuses: the project's statuses per issue type (one type, Task, here)."""
+        with self._lock:
+            known = set(self._projects) | {i["project"]["key"] for i in self._issues.values()}
+            if key not in known:
+                raise JiraError(404, [f"No project could be found with key '{key}'."])
+            statuses = self._projects.get(key) or self.workflow.statuses
+            return jsonify([{"self": f"{self._base()}/rest/api/2/issuetype/10001", "id": "10001", "name": "Task",
+                             "subtask": False, "statuses": [self._status_json(s) for s in statuses]}])
 
     # ------------------------------------------------------------------ admin webhooks
 
