@@ -80,7 +80,10 @@ class JiraClient:
         self._groups: dict[str, tuple[float, frozenset]] = {}
 
     def _call(self, method: str, path: str, **kw):
-        url = f"{self.base_url}/rest/api/2/{path}"
+        return self._send(method, f"{self.base_url}/rest/api/2/{path}", path, **kw)
+
+    def _send(self, method: str, url: str, path: str, **kw):
+        """One request to ``url`` (``path`` names it in messages), with _call's retries and errors."""
         for attempt in range(INLINE_RETRIES + 1):
             started = time.perf_counter()
             try:
@@ -167,6 +170,29 @@ class JiraClient:
         if self._myself is None:
             self._myself = self._call("GET", "myself")
         return self._myself
+
+    def statuses(self) -> list[dict]:
+        """Every status of the site (GET /status): id, name, statusCategory."""
+        return self._call("GET", "status")
+
+    def project_statuses(self, project: str) -> list[dict]:
+        """The statuses of a project's workflows, per issue type (GET /project/{key}/statuses)."""
+        return self._call("GET", f"project/{quote(project, safe='')}/statuses")
+
+    WEBHOOKS_PATH = "/rest/webhooks/1.0/webhook"
+
+    def webhooks(self) -> list[dict]:
+        """The site's admin webhooks (GET /rest/webhooks/1.0/webhook; JIRA administrators only)."""
+        return self._send("GET", self.base_url + self.WEBHOOKS_PATH, "webhooks") or []
+
+    def create_webhook(self, body: dict) -> dict:
+        """Register an admin webhook; JIRA answers it as GET shows it (with its ``self`` URL)."""
+        return self._send("POST", self.base_url + self.WEBHOOKS_PATH, "webhooks", json=body)
+
+    def update_webhook(self, webhook_id: str, body: dict) -> dict:
+        """Replace admin webhook ``webhook_id`` (the last segment of its ``self`` URL) with ``body``."""
+        return self._send("PUT", f"{self.base_url}{self.WEBHOOKS_PATH}/{quote(str(webhook_id), safe='')}",
+                          f"webhooks/{webhook_id}", json=body)
 
     def group_members(self, group: str) -> frozenset:
         """The ids (accountId, or username and key) of the users of a JIRA group, kept for

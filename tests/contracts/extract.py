@@ -43,6 +43,8 @@ JIRA_OPERATIONS = {
     "getUser": ("get", "/rest/api/3/user"),
     "getCurrentUser": ("get", "/rest/api/3/myself"),
     "getUsersFromGroup": ("get", "/rest/api/3/group/member"),
+    "getStatuses": ("get", "/rest/api/3/status"),
+    "getAllStatuses": ("get", "/rest/api/3/project/{projectIdOrKey}/statuses"),
 }
 # Extra schemas kept although no operation above references them.
 JIRA_EXTRA_SCHEMAS = ["ErrorCollection"]
