@@ -10,12 +10,13 @@ retry   queue failed jobs again (ids from ``failures``, or --all)
 timeline what relance recorded of one ticket, oldest first
 timers  pending timers, soonest first (of one ticket, or all)
 reconcile ask JIRA for tickets changed lately and repair what relance missed
+jira check             check the JIRA credentials and that the rules file's statuses exist on the site
+jira register-webhook  create or update relance's webhook on the JIRA site (needs a JIRA administrator)
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import secrets
 import sys
@@ -135,7 +136,8 @@ def cmd_preview(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from workers import logs
+    logs.configure(Settings.from_env().log_format)
     from workers.context import current
     from workers.worker import run_worker
     try:
@@ -433,6 +435,221 @@ def _add_ops_commands(sub) -> None:
     reconcile.add_argument("--since", default="7d", help="how far back to look (default 7d; 30m, 12h, 2w...)")
     reconcile.set_defaults(func=cmd_reconcile)
 
+WEBHOOK_EVENTS = ["jira:issue_created", "jira:issue_updated", "jira:issue_deleted", "comment_created"]
+WEBHOOK_JQL_SECTION = "issue-related-events-section"     # where an admin webhook's JQL filter goes
+
+
+def _jira_for_cli():
+    """(settings, JiraClient) from the environment, as the service reads it; ConfigError without JIRA."""
+    from workers.jira import JiraClient
+    settings = Settings.from_env()
+    if not settings.jira_configured:
+        raise ConfigError("JIRA_BASE_URL is not set: set it to your site (e.g. https://acme.atlassian.net), with "
+                          "JIRA_USER_EMAIL and JIRA_API_TOKEN (Cloud) or JIRA_PAT (Data Center)")
+    return settings, JiraClient(settings.jira_base_url, settings.jira_user_email, settings.reveal("jira_api_token"),
+                                settings.reveal("jira_pat"))
+
+
+def _credentials_hint(settings: Settings) -> str:
+    if settings.jira_pat:
+        return "check JIRA_PAT (a Data Center personal access token of an active user)"
+    return ("check JIRA_USER_EMAIL and JIRA_API_TOKEN (an API token of that Atlassian account, from "
+            "id.atlassian.com > Security > API tokens)")
+
+
+def _status_names(statuses) -> dict[str, str]:
+    """{casefolded name: name} of JIRA status objects."""
+    return {s["name"].casefold(): s["name"] for s in statuses if isinstance(s, dict) and s.get("name")}
+
+
+def _check_names(say, scope: str, known: dict[str, str], rules, path, warn: bool) -> None:
+    """Say, for ``scope`` (the site, or a project) whose statuses are ``known``, which lifecycle states have
+    a status there (an error for a state with none), and whether each rule's transition target is there."""
+    from workers.rules import TransitionAction
+    prefix = "statuses" if scope == "the site" else f"{scope}: statuses"
+    there = "on the site" if scope == "the site" else f"in {scope}"
+    for state, names in rules.statuses.items():
+        present = [n for n in names if n.casefold() in known]
+        missing = [n for n in names if n.casefold() not in known]
+        if not present:
+            say("error", f"{prefix}: no status of lifecycle state {state!r} exists {there} "
+                         f"(looked for {', '.join(map(repr, names)) or 'none'}); add the name "
+                         f"this site uses for it under 'statuses: {state}:' in {path}")
+            continue
+        say("ok", f"{prefix}: {state}: {_exist(present)}")
+        if missing and warn:
+            say("warning", f"{prefix}: {state}: {', '.join(map(repr, missing))} not on this site "
+                           "(fine if they are another site's or language's names)")
+    where = "" if scope == "the site" else f"{scope}: "
+    for rule in rules.rules:
+        for action in rule.do:
+            target = action.transition
+            if target is None:
+                continue
+            if isinstance(target, TransitionAction):
+                names = rules.statuses.get(target.to_state, [])
+                found = [n for n in names if n.casefold() in known]
+                if found:
+                    say("ok", f"{where}rule {rule.name!r}: transition to state {target.to_state!r}: {_exist(found)}")
+                else:
+                    say("error", f"{where}rule {rule.name!r}: transition to state {target.to_state!r}: none of "
+                                 f"its statuses ({', '.join(map(repr, names))}) exists {there}")
+            elif target.casefold() in known:
+                say("ok", f"{where}rule {rule.name!r}: transition to {target!r}: the status exists")
+            else:
+                say("error", f"{where}rule {rule.name!r}: transition to {target!r}: no such status {there} "
+                             f"(it has {', '.join(sorted(map(repr, known.values())))})")
+
+
+def _exist(names) -> str:
+    return f"{', '.join(map(repr, names))} {'exists' if len(names) == 1 else 'exist'}"
+
+
+def cmd_jira_check(args) -> int:
+    """Check the credentials, that the rules file's status names exist on the site, and that each
+    transition a rule makes leads to a status the site has. Exit 1 on any error, 2 on bad configuration."""
+    from workers.exceptions import JiraError, TransientError
+    from workers.rules import load_rules
+    settings, jira = _jira_for_cli()
+    path = Path(args.rules) if args.rules else settings.rules_file
+    try:
+        rules = load_rules(path)
+    except RulesError as e:
+        raise ConfigError(f"the rules file is not valid (see `relance check`):\n{e}") from None
+    errors = warnings = 0
+
+    def say(kind: str, text: str) -> None:
+        nonlocal errors, warnings
+        errors += kind == "error"
+        warnings += kind == "warning"
+        print(f"{kind + ':':<8} {text}")
+
+    print(f"JIRA {settings.jira_base_url}, rules {path}")
+    try:
+        me = jira.myself()
+    except JiraError as e:
+        if e.status in (401, 403):
+            say("error", f"credentials: JIRA refused them ({e}); {_credentials_hint(settings)}")
+        else:
+            say("error", f"credentials: GET /rest/api/2/myself failed: {e}")
+        return 1
+    except TransientError as e:
+        say("error", f"JIRA did not answer: {e}")
+        return 1
+    who = me.get("displayName") or me.get("name") or me.get("accountId")
+    say("ok", f"credentials: relance acts as {who} ({me.get('emailAddress') or me.get('name') or me.get('accountId')})")
+    try:
+        site = jira.statuses()
+    except (JiraError, TransientError) as e:
+        say("error", f"statuses: GET /rest/api/2/status failed: {e}")
+        return 1
+    _check_names(say, "the site", _status_names(site), rules, path, warn=True)
+    for project in args.project or ():
+        try:
+            types = jira.project_statuses(project)
+        except JiraError as e:
+            say("error", f"project {project}: GET /rest/api/2/project/{project}/statuses failed ({e}): "
+                         "is the key right, and may the account browse the project?")
+            continue
+        except TransientError as e:
+            say("error", f"project {project}: JIRA did not answer: {e}")
+            continue
+        _check_names(say, f"project {project}", _status_names(s for t in types for s in t.get("statuses") or []),
+                     rules, path, warn=False)
+    print("not checked: whether a workflow has a transition into these statuses from the states the rules use "
+          "them in (workflows need JIRA administrator APIs)"
+          + ("" if args.project else ", nor which statuses each project's workflows use (give --project KEY)")
+          + "; a transition JIRA does not offer when a rule fires is recorded on the ticket's timeline")
+    print(f"{'FAILED' if errors else 'OK'}: {errors} error(s), {warnings} warning(s)")
+    return 1 if errors else 0
+
+
+def _with_token(url: str, token: str) -> str:
+    """``url`` with ``token=<token>`` in its query (replacing a token already there)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "token"] + [("token", token)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _without_query(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+    return urlunsplit(urlsplit(url)._replace(query="", fragment="")).rstrip("/")
+
+
+def _shown(url: str) -> str:
+    """``url`` with its token value hidden, for printing."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+    parts = urlsplit(url)
+    query = [(k, "***" if k == "token" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
+
+
+def cmd_jira_register_webhook(args) -> int:
+    """Create relance's admin webhook on the JIRA site, or update the one of the same name or URL."""
+    from urllib.parse import urlsplit
+
+    from workers.exceptions import JiraError, TransientError
+    settings, jira = _jira_for_cli()
+    parts = urlsplit(args.url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"the webhook URL must be http(s)://<your-app>/webhooks/jira, got {args.url!r}")
+    if not parts.path.rstrip("/").endswith("/webhooks/jira"):
+        print(f"relance: warning: relance takes deliveries at /webhooks/jira; {args.url} does not end so",
+              file=sys.stderr)
+    secret, token = settings.reveal("jira_webhook_secret"), settings.reveal("jira_webhook_token")
+    url = _with_token(args.url, token) if token else args.url
+    body = {"name": args.name, "url": url, "events": list(WEBHOOK_EVENTS),
+            "filters": {WEBHOOK_JQL_SECTION: args.jql or ""}, "excludeBody": False}
+    if secret:
+        body["secret"] = secret
+    if not (secret or token):
+        print("relance: warning: neither JIRA_WEBHOOK_SECRET nor JIRA_WEBHOOK_TOKEN is set here: the webhook "
+              "is registered unsigned, and relance's web process refuses to start with JIRA configured and no "
+              "way to authenticate deliveries (README: Configure)", file=sys.stderr)
+    try:
+        existing = jira.webhooks()
+        same = [w for w in existing if isinstance(w, dict) and w.get("name") == args.name] or \
+               [w for w in existing if isinstance(w, dict) and w.get("url")
+                and _without_query(w["url"]) == _without_query(args.url)]
+        if same:
+            webhook_id = str(same[0].get("self", "")).rstrip("/").rsplit("/", 1)[-1]
+            kept = (same[0].get("filters") or {}).get(WEBHOOK_JQL_SECTION) if args.jql is None else None
+            if kept:                    # no --jql: keep the filter the webhook has
+                body["filters"][WEBHOOK_JQL_SECTION] = args.jql = kept
+            result = jira.update_webhook(webhook_id, body)
+            verb = f"updated webhook {webhook_id}"
+            for other in same[1:]:
+                print(f"relance: warning: another webhook matches too, left as it is: {other.get('name')!r} "
+                      f"{other.get('self')}", file=sys.stderr)
+        else:
+            result = jira.create_webhook(body)
+            verb = "created webhook " + str((result or {}).get("self", "")).rstrip("/").rsplit("/", 1)[-1]
+    except JiraError as e:
+        if e.status == 401:
+            print(f"relance: JIRA refused the credentials ({e}); {_credentials_hint(settings)}", file=sys.stderr)
+        elif e.status == 403:
+            print(f"relance: JIRA answered 403 ({e}): registering a webhook needs a JIRA administrator (the "
+                  "'Jira Administrators' global permission). Run this with an administrator's credentials, or "
+                  "create the webhook by hand as docs/jira.md says", file=sys.stderr)
+        elif e.status == 404:
+            print(f"relance: this JIRA does not serve /rest/webhooks/1.0/webhook ({e}); create the webhook by "
+                  "hand as docs/jira.md says", file=sys.stderr)
+        else:
+            print(f"relance: {e}", file=sys.stderr)
+        return 1
+    except TransientError as e:
+        print(f"relance: JIRA did not answer: {e}", file=sys.stderr)
+        return 1
+    print(f"{verb} {args.name!r}: {_shown(url)}")
+    print(f"  events: {', '.join(WEBHOOK_EVENTS)}")
+    print(f"  JQL filter: {args.jql or '(none: every issue)'}")
+    how = (["signed with JIRA_WEBHOOK_SECRET (X-Hub-Signature)"] if secret else []) \
+        + (["JIRA_WEBHOOK_TOKEN in the URL"] if token else [])
+    print(f"  authentication: {' and '.join(how) or 'none'}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="relance", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -466,6 +683,19 @@ def main(argv=None) -> int:
     retry.add_argument("--all", action="store_true", help="every failed job")
     retry.set_defaults(func=cmd_retry)
     _add_ops_commands(sub)
+    jira = sub.add_parser("jira", help="set up and check the JIRA side (credentials, statuses, webhook)")
+    jira_sub = jira.add_subparsers(dest="jira_command", required=True)
+    jira_check = jira_sub.add_parser("check", help="check credentials, status names and transition targets")
+    jira_check.add_argument("rules", nargs="?", help="rules file (default: $RULES_FILE or rules.yaml)")
+    jira_check.add_argument("--project", action="append", metavar="KEY",
+                            help="also check the statuses of this project's workflows (repeatable)")
+    jira_check.set_defaults(func=cmd_jira_check)
+    register = jira_sub.add_parser("register-webhook", help="create or update relance's webhook (JIRA admin)")
+    register.add_argument("url", metavar="URL", help="where JIRA posts, e.g. https://relance.example.com/webhooks/jira")
+    register.add_argument("--jql", help='JQL filter of the issues to send, e.g. "project = SUP" (default: every '
+                          "issue; on an update, the filter the webhook has)")
+    register.add_argument("--name", default="relance", help="the webhook's name in JIRA (default: relance)")
+    register.set_defaults(func=cmd_jira_register_webhook)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

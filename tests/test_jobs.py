@@ -295,3 +295,11 @@ def test_a_timer_for_a_ticket_jira_no_longer_has_is_dropped(service, jira, sendg
     assert service.queue.fetch_job(job_id(member("auto-close", "SUP-404"), timer.generation)).get_status() == "finished"
     assert service.timers.get("auto-close", "SUP-404") is None
     assert "timer dropped" in [e["kind"] for e in Audit(service.redis).timeline("SUP-404")]
+
+
+def test_the_timeline_says_a_timer_was_cancelled_only_when_one_was_pending(service, jira, sendgrid):
+    deliver(service, move(jira, KEY, "Waiting for feedback"), "d1")     # leaves open: no silence timer armed
+    assert "timer cancelled" not in kinds(service)
+    deliver(service, move(jira, KEY, "Resolved"), "d2")                 # cancels the pending reminder
+    [cancel] = [e for e in Audit(service.redis).timeline(KEY) if e["kind"] == "timer cancelled"]
+    assert cancel["rule"] == "feedback-reminder"

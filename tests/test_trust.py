@@ -165,8 +165,9 @@ def test_info_logs_name_the_ticket_but_no_person(service, jira, sendgrid, caplog
     jira.add_comment(KEY, "Could you send the logs?", author="acc-sam")
     deliver(service, move(jira, KEY, "Waiting for feedback"), "d1")
     deliver(service, move(jira, KEY, "Resolved"), "d2")
-    info = "\n".join(r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
-    assert KEY in info and "effect done" in info
+    records = [r for r in caplog.records if r.levelno >= logging.INFO]
+    info = "\n".join(r.getMessage() for r in records)
+    assert "effect done" in info and KEY in {getattr(r, "ticket", None) for r in records}
     for personal in ("jane@customer.example", "Jane Customer", "sam@support.example", "Sam Support"):
         assert personal not in info
     # The timeline, behind the operator's credentials, still says to whom.

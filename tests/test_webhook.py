@@ -226,3 +226,15 @@ def test_a_dry_run_needs_no_webhook_authentication(settings, redis):
 def test_an_unreadable_opt_out_is_refused_naming_the_variable(redis_server, rules_file):
     with pytest.raises(ConfigError, match="ALLOW_UNAUTHENTICATED_WEBHOOKS must be 1 or 0"):
         create_app({"REDIS_URL": redis_server.url, "ALLOW_UNAUTHENTICATED_WEBHOOKS": "please"})
+
+
+def test_readyz_says_ready_with_redis_and_rules_and_503_with_the_reason_without(client, tmp_path, rules_file):
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json["status"] == "ready" and ready.json["rules"] > 0
+    from relance.embedded import free_port
+    down = create_app(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0", rules_file=rules_file,
+                               outbox_dir=tmp_path / "o")).test_client()
+    answer = down.get("/readyz")
+    assert answer.status_code == 503 and answer.headers["Retry-After"]
+    assert answer.json["reasons"][0].startswith("Redis does not answer")
+    assert down.get("/healthz").status_code == 200         # liveness is not readiness

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from flask import Flask, jsonify
@@ -12,10 +11,12 @@ from werkzeug.exceptions import HTTPException
 
 from workers import defaults
 from workers.connection import redis_from_url
+from workers import logs
 from workers.deliveries import DeliveryStore
+from workers.metrics import Metrics
 from workers.exceptions import ConfigError
 from workers.queue import make_queue
-from workers.rules import load_rules
+from workers.rules import RuleSet, load_rules
 from workers.settings import Settings
 
 
@@ -27,6 +28,8 @@ class Edge:
     redis: Redis
     queue: Queue
     deliveries: DeliveryStore
+    rules: RuleSet | None = None
+    metrics: Metrics | None = None
     retry_after: int = defaults.RETRY_AFTER_SECONDS_ON_503
 
 
@@ -46,14 +49,14 @@ def require_authentication(settings: Settings) -> None:
             "set ALLOW_UNAUTHENTICATED_WEBHOOKS=1")
 
 
-def check_config(settings: Settings) -> None:
+def check_config(settings: Settings) -> RuleSet:
     """Raise what the web refuses to start on, building nothing: no REDIS_URL (RuntimeError),
-    unauthenticated webhooks (ConfigError), an invalid rules file (RulesError)."""
+    unauthenticated webhooks (ConfigError), an invalid rules file (RulesError). Return the rules."""
     if not settings.redis_url:
         raise RuntimeError("REDIS_URL is not set (python -m relance up starts a private Redis and sets it)")
     require_authentication(settings)
     # A bad rules file stops the web too, so a broken deploy fails at once, not at the first event.
-    load_rules(settings.rules_file, settings.templates_dir)
+    return load_rules(settings.rules_file, settings.templates_dir)
 
 
 def create_app(config: Settings | dict | None = None) -> Flask:
@@ -65,15 +68,17 @@ def create_app(config: Settings | dict | None = None) -> Flask:
         settings = Settings.from_env(config)
     else:
         settings = config
-    check_config(settings)
+    rules = check_config(settings)
     app = Flask(__name__, template_folder=str(settings.templates_dir))
     app.config["MAX_CONTENT_LENGTH"] = defaults.MAX_BODY_BYTES
     redis = redis_from_url(settings.redis_url, socket_timeout=defaults.REDIS_SOCKET_TIMEOUT_SECONDS)
     app.extensions["relance"] = Edge(settings, redis, make_queue(redis, settings.queue_name),
-                                        DeliveryStore(redis, keep=settings.retention))
+                                        DeliveryStore(redis, keep=settings.retention), rules,
+                                        Metrics(redis, settings.retention))
 
-    from . import health, jira, operator
+    from . import health, jira, metrics, operator
     app.register_blueprint(jira.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(operator.bp)
 
@@ -83,5 +88,5 @@ def create_app(config: Settings | dict | None = None) -> Flask:
         response.status_code = e.code
         return response
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings.log_format)
     return app

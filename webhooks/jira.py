@@ -37,6 +37,12 @@ def _unauthenticated(settings, body: bytes) -> str | None:
 
 
 def _answer(code: int, **body):
+    """The JSON answer, counted in relance_deliveries_total by its verdict."""
+    verdict = ("queued" if code == 202 else body.get("status", "accepted") if code < 300
+               else "unavailable" if code >= 500 else "unauthorized" if code == 401 else "rejected")
+    edge = current_app.extensions["relance"]
+    if edge.metrics is not None:
+        edge.metrics.count("deliveries", verdict)
     response = jsonify(body)
     response.status_code = code
     return response

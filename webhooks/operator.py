@@ -18,6 +18,11 @@ bp = Blueprint("operator", __name__, url_prefix="/operator")
 
 @bp.before_request
 def require_operator():
+    return operator_denied()
+
+
+def operator_denied() -> Response | None:
+    """The answer refusing a request without the operator's credentials, or None if it has them."""
     settings = current_app.extensions["relance"].settings
     if not settings.operator_password:
         return Response("Operator pages are closed: set OPERATOR_PASSWORD to open them.\n", 403,

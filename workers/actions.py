@@ -94,6 +94,7 @@ class Effects:
     audit: Audit
     jira_base_url: str | None = None
     notifier: object = None
+    metrics: object = None
 
     def perform_rule(self, rule: str, steps, ticket: Ticket, effect_prefix: str,
                      claim_seconds: float | None = None) -> None:
@@ -134,6 +135,8 @@ class Effects:
 
     def _finish(self, ticket, effect_id, rule, action, state, detail, **extra):
         self.ledger.finish(effect_id, state, detail)
+        if self.metrics is not None:
+            self.metrics.count("effects", action.kind, state)
         self.audit.record(ticket.key, f"effect {state}", rule=rule, action=action.kind, effect=effect_id,
                           detail=detail, **extra)
 

@@ -43,7 +43,8 @@ class Audit:
         """Append one entry to the ticket's timeline (and a line without personal data to the log)."""
         if log.isEnabledFor(logging.INFO):
             public = {k: v for k, v in data.items() if k not in PERSONAL_FIELDS}
-            log.info("%s %s %s", ticket or "-", kind, redact(json.dumps(public, default=str, ensure_ascii=False)))
+            log.info("%s %s", kind, redact(json.dumps(public, default=str, ensure_ascii=False)),
+                     extra={"ticket": ticket})
         if not ticket:
             return
         fields = {"kind": kind, "data": json.dumps(data, default=str, ensure_ascii=False)}

@@ -18,6 +18,7 @@ from .failures import FailureStore
 from .jira import make_jira
 from .ledger import EffectLedger
 from .mail import make_mailer
+from .metrics import Metrics
 from .notify import Notifier
 from .queue import make_queue
 from .rules import RuleSet, load_rules
@@ -48,11 +49,15 @@ class Context:
         # A ticket's memory and timeline outlive its longest timer by the retention.
         ticket_ttl = settings.retention + rules.longest_delay()
         audit = Audit(redis, ttl=ticket_ttl)
+        metrics = Metrics(redis, settings.retention)
         ledger = EffectLedger(redis, ttl=settings.retention,
                               claim_seconds=settings.job_timeout + defaults.HEARTBEAT_GRACE_SECONDS)
         effects = Effects(rules=rules, jira=make_jira(settings), mailer=make_mailer(settings),
                           renderer=Renderer(settings.templates_dir, rules.locale), ledger=ledger,
-                          audit=audit, jira_base_url=settings.jira_base_url, notifier=Notifier(os.environ))
+                          audit=audit, jira_base_url=settings.jira_base_url, notifier=Notifier(os.environ),
+                          metrics=metrics)
+        effects.jira.timing = lambda seconds: metrics.observe("remote", seconds, "jira")
+        effects.mailer.timing = lambda seconds: metrics.observe("remote", seconds, "sendgrid")
         return cls(settings, redis, rules, make_queue(redis, settings.queue_name),
                    DeliveryStore(redis, keep=settings.retention), TicketStore(redis, ticket_ttl),
                    TimerStore(redis, lease=settings.job_timeout + defaults.HEARTBEAT_GRACE_SECONDS), audit, effects,

@@ -62,6 +62,7 @@ class JiraClient:
     """
 
     dry_run = False
+    timing = None               # called with each call's seconds (the metrics' relance_remote_seconds)
 
     def __init__(self, base_url: str, email: str | None = None, api_token: str | None = None,
                  pat: str | None = None, timeout: float = defaults.HTTP_TIMEOUT_SECONDS):
@@ -80,8 +81,12 @@ class JiraClient:
         self._enhanced_search = self.cloud     # Cloud's /rest/api/3/search/jql, until a 404 says otherwise
 
     def _call(self, method: str, path: str, api: str = "2", **kw):
-        url = f"{self.base_url}/rest/api/{api}/{path}"
+        return self._send(method, f"{self.base_url}/rest/api/{api}/{path}", path, **kw)
+
+    def _send(self, method: str, url: str, path: str, **kw):
+        """One request to ``url`` (``path`` names it in messages), with _call's retries and errors."""
         for attempt in range(INLINE_RETRIES + 1):
+            started = time.perf_counter()
             try:
                 response = self.session.request(method, url, timeout=self.timeout, **kw)
             except requests.RequestException as e:
@@ -90,6 +95,8 @@ class JiraClient:
                     time.sleep(0.5 * (attempt + 1))
                     continue
                 raise TransientError(f"JIRA {method} {path}: {e.__class__.__name__}: {e}") from e
+            if self.timing:
+                self.timing(time.perf_counter() - started)
             if response.status_code == 429 or response.status_code >= 500:
                 wait = _retry_after(response)
                 if response.status_code == 429 and wait is not None and wait <= INLINE_RETRY_AFTER_SECONDS \
@@ -164,6 +171,29 @@ class JiraClient:
         if self._myself is None:
             self._myself = self._call("GET", "myself")
         return self._myself
+
+    def statuses(self) -> list[dict]:
+        """Every status of the site (GET /status): id, name, statusCategory."""
+        return self._call("GET", "status")
+
+    def project_statuses(self, project: str) -> list[dict]:
+        """The statuses of a project's workflows, per issue type (GET /project/{key}/statuses)."""
+        return self._call("GET", f"project/{quote(project, safe='')}/statuses")
+
+    WEBHOOKS_PATH = "/rest/webhooks/1.0/webhook"
+
+    def webhooks(self) -> list[dict]:
+        """The site's admin webhooks (GET /rest/webhooks/1.0/webhook; JIRA administrators only)."""
+        return self._send("GET", self.base_url + self.WEBHOOKS_PATH, "webhooks") or []
+
+    def create_webhook(self, body: dict) -> dict:
+        """Register an admin webhook; JIRA answers it as GET shows it (with its ``self`` URL)."""
+        return self._send("POST", self.base_url + self.WEBHOOKS_PATH, "webhooks", json=body)
+
+    def update_webhook(self, webhook_id: str, body: dict) -> dict:
+        """Replace admin webhook ``webhook_id`` (the last segment of its ``self`` URL) with ``body``."""
+        return self._send("PUT", f"{self.base_url}{self.WEBHOOKS_PATH}/{quote(str(webhook_id), safe='')}",
+                          f"webhooks/{webhook_id}", json=body)
 
     def group_members(self, group: str) -> frozenset:
         """The ids (accountId, or username and key) of the users of a JIRA group, kept for
@@ -267,6 +297,7 @@ class DryRunJira:
     """Used while JIRA_BASE_URL is unset: reads know nothing, writes are only recorded."""
 
     dry_run = True
+    timing = None           # no remote calls to time
     DEFAULT_PRIORITIES = [{"name": n} for n in ("Highest", "High", "Medium", "Low", "Lowest")]
 
     def issue(self, key, fields=None):

@@ -23,6 +23,7 @@ from .context import Context, current
 from .decisions import decide, next_firing, no_longer_fits, plan_effects
 from .events import TicketEvent, _person, parse_event
 from .exceptions import JiraError, PayloadError
+from .logs import about
 from .timers import split_member
 
 log = logging.getLogger("relance.jobs")
@@ -51,6 +52,12 @@ def generation_of(delivery_id: str) -> str:
 
 
 def process_delivery(delivery_id: str) -> str:
+    """RQ job: see ``_process_delivery``; its log lines name the delivery."""
+    with about(delivery=delivery_id):
+        return _process_delivery(delivery_id)
+
+
+def _process_delivery(delivery_id: str) -> str:
     """Apply one accepted webhook delivery: decide, record the decision, then perform its effects.
 
     Idempotent: the decision is stored before any effect, so a retry (after a
@@ -78,7 +85,11 @@ def process_delivery(delivery_id: str) -> str:
     if key is None:
         ctx.deliveries.mark_done(delivery_id, "ignored: no ticket key in the payload, or JIRA does not show it")
         return "ignored: no ticket key"
+    with about(ticket=key):
+        return _apply_delivery(ctx, delivery_id, key, event)
 
+
+def _apply_delivery(ctx: Context, delivery_id: str, key: str, event: TicketEvent) -> str:
     # Who relance itself is in JIRA (its own comments come back as webhooks): asked before the lock.
     roles_matter = event.adds_comment or ctx.rules.reads_roles()
     automation = ctx.effects.jira.own_accounts() if roles_matter else frozenset()
@@ -177,10 +188,12 @@ def _decide_and_record(ctx: Context, delivery_id: str, key: str, event, automati
     if t:
         ctx.audit.record(key, "transition", pipe=pipe, left=t.left, entered=t.entered, from_status=t.from_status,
                          to_status=t.to_status, inferred=t.inferred)
+    pending = ctx.timers.pending_of([(rule, key) for rule in plan.cancel])     # the timeline says only what was
     for rule in plan.cancel:
         ctx.timers.cancel(rule, key, pipe=pipe)
-        ctx.audit.record(key, "timer cancelled", pipe=pipe, rule=rule,
-                         because=t.describe() if t else event.webhook_event)
+        if (rule, key) in pending:
+            ctx.audit.record(key, "timer cancelled", pipe=pipe, rule=rule,
+                             because=t.describe() if t else event.webhook_event)
     for arm in plan.arm:
         ctx.timers.arm(arm.rule, key, arm.due_ms / 1000, gen, pipe=pipe)
         ctx.audit.record(key, "timer armed", pipe=pipe, rule=arm.rule, due_ms=arm.due_ms, generation=gen)
@@ -206,6 +219,12 @@ def _snapshot(ctx: Context, event: TicketEvent, key: str) -> dict:
 
 
 def fire_timer(member: str, generation: str, due: float | None = None) -> str:
+    """RQ job: see ``_fire_timer``; its log lines name the ticket."""
+    with about(ticket=split_member(member)[1]):
+        return _fire_timer(member, generation, due)
+
+
+def _fire_timer(member: str, generation: str, due: float | None = None) -> str:
     """Perform a due timer's rule, if the timer is still this generation and the ticket still fits the rule.
 
     The ticket is re-read from JIRA (its memory from webhooks in dry run), so a
@@ -249,6 +268,8 @@ def fire_timer(member: str, generation: str, due: float | None = None) -> str:
             ctx.audit.record(key, "timer skipped", rule=rule_name, why=why)
             return f"skipped: {why}"
         ctx.audit.record(key, "timer resumed" if resuming else "timer fired", rule=rule_name, generation=generation)
+        if not resuming and due is not None:
+            ctx.effects.metrics.observe("lateness", max(0.0, time.time() - due))
         ctx.tickets.touch(key)
     steps = [(e.index, e.action) for e in plan_effects(ctx.rules, rule_name)]
     ctx.effects.perform_rule(rule_name, steps, ticket, prefix, _time_left())

@@ -42,6 +42,8 @@ class SendGridMailer:
     """POST /v3/mail/send. 429/5xx raise TransientError (retry later, honouring X-RateLimit-Reset);
     400/401/403 raise MailError (no retry)."""
 
+    timing = None           # called with each send's seconds (the metrics' relance_remote_seconds)
+
     def __init__(self, api_key: str, host: str, sender: str, reply_to: str | None = None,
                  timeout: float = defaults.HTTP_TIMEOUT_SECONDS):
         self.client = SendGridAPIClient(api_key=api_key, host=host)
@@ -67,8 +69,11 @@ class SendGridMailer:
         INLINE_RETRY_AFTER_SECONDS away is waited out here, a later one left to RQ's retry."""
         mail = self.build(msg)
         for attempt in range(INLINE_RETRIES + 1):
+            started = time.perf_counter()
             try:
                 response = self.client.send(mail)
+                if self.timing:
+                    self.timing(time.perf_counter() - started)
                 return response.headers.get("X-Message-Id", "") if response.headers else ""
             except HTTPError as e:
                 body = e.body.decode(errors="replace") if isinstance(e.body, bytes) else str(e.body)
@@ -105,6 +110,8 @@ def _reset_in(headers) -> float | None:
 
 class OutboxMailer:
     """Writes each message as a .eml file a mail client can open. One file per effect."""
+
+    timing = None
 
     def __init__(self, directory: Path, sender: str, reply_to: str | None = None):
         self.directory = Path(directory)

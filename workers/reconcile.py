@@ -204,6 +204,7 @@ class Reconciler(threading.Thread):
         from .jira import make_jira
         self.ctx, self.interval, self.since = ctx, interval, since
         self.jira = make_jira(ctx.settings)         # its own HTTP session: jobs use theirs meanwhile
+        self.jira.timing = getattr(ctx.effects.jira, "timing", None)     # counted in relance_remote_seconds
         self.stopping = threading.Event()
         self.runs = 0
 

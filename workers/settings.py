@@ -107,6 +107,14 @@ def _float(env, name, default):
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
 
 
+def _log_format(raw: str | None) -> str:
+    from .logs import FORMATS
+    value = (raw or "text").strip().lower()
+    if value not in FORMATS:
+        raise ConfigError(f"LOG_FORMAT must be one of {', '.join(FORMATS)}, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True, repr=False)
 class Settings:
     """Everything the web and worker processes read from their environment.
@@ -139,6 +147,8 @@ class Settings:
     timer_poll: float = defaults.TIMER_POLL_SECONDS
     retention: int = defaults.RETENTION_SECONDS
     reconcile_interval: int = defaults.RECONCILE_INTERVAL_SECONDS
+    log_format: str = "text"
+    metrics_public: bool = False
 
     @property
     def jira_configured(self) -> bool:
@@ -205,6 +215,8 @@ class Settings:
             timer_poll=_float(env, "RELANCE_TIMER_POLL", cls.timer_poll),
             retention=_duration(env, "RELANCE_RETENTION", cls.retention),
             reconcile_interval=_duration(env, "RELANCE_RECONCILE_INTERVAL", cls.reconcile_interval),
+            log_format=_log_format(get("LOG_FORMAT")),
+            metrics_public=(get("METRICS_PUBLIC") or "").strip().lower() in ("1", "true", "yes"),
         )
 
     def replace(self, **changes) -> "Settings":

@@ -126,6 +126,13 @@ class TimerStore:
         if pipe is None:
             p.execute()
 
+    def pending_of(self, timers: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these (rule, ticket) timers are armed (pending, firing or parked): one round trip."""
+        if not timers:
+            return set()
+        found = self.redis.hmget(GENERATION_KEY, [member(r, t) for r, t in timers])
+        return {timer for timer, gen in zip(timers, found) if gen is not None}
+
     def generation(self, value: str) -> str | None:
         return text(self.redis.hget(GENERATION_KEY, value))
 

@@ -43,6 +43,8 @@ JIRA_OPERATIONS = {
     "getUser": ("get", "/rest/api/3/user"),
     "getCurrentUser": ("get", "/rest/api/3/myself"),
     "getUsersFromGroup": ("get", "/rest/api/3/group/member"),
+    "getStatuses": ("get", "/rest/api/3/status"),
+    "getAllStatuses": ("get", "/rest/api/3/project/{projectIdOrKey}/statuses"),
     # Data Center's search (startAt paging); Cloud removed it in 2025 (410 Gone).
     "searchForIssuesUsingJqlPost": ("post", "/rest/api/3/search"),
 }

@@ -19,6 +19,30 @@ Behaviours copied from JIRA Cloud (see tests/contracts/README.md for sources):
 - User email addresses omitted from every user object when the user hides them.
 - Entering a "done" status sets the resolution to "Done" unless the transition sets
   one; leaving it clears the resolution (as JIRA's default post-functions do).
+- GET /rest/api/2/status lists the workflow's statuses (id, name, statusCategory), as
+  JIRA's getStatuses does (checked against its published schema, StatusDetails);
+  GET /rest/api/2/project/{key}/statuses those of a project, per issue type
+  (getAllStatuses), 404 "No project could be found with key 'X'." for an unknown one.
+
+Admin webhooks, /rest/webhooks/1.0/webhook (not in the OpenAPI specs we have; Cloud's
+/rest/api/3/webhook is a different API, for Connect and OAuth 2.0 apps only). Shapes
+modelled on Atlassian's "Webhooks" pages for Cloud and Data Center
+(developer.atlassian.com/cloud/jira/platform/webhooks, .../server/jira/platform/webhooks:
+"Registering a webhook via the Jira REST API"), on "Managing webhooks" for Data Center
+(confluence.atlassian.com/adminjiraserver/managing-webhooks-938846912.html: the secret
+signs deliveries with X-Hub-Signature), and on what public clients send and read:
+
+- POST .../webhook with {"name", "url", "events": [...], "filters":
+  {"issue-related-events-section": "<JQL>"}, "excludeBody": false, "secret"?}: 201 with
+  the webhook as GET shows it; PUT .../webhook/{id} with the same body replaces it (200);
+  GET .../webhook is a JSON array (no paging) of {"self": ".../rest/webhooks/1.0/webhook/
+  {id}", "name", "url", "events", "filters", "excludeBody", "enabled", "lastUpdated"
+  (epoch ms), "lastUpdatedUser", "lastUpdatedDisplayName"}. The id is the last segment of
+  `self`. The secret is stored but never shown again (as in JIRA's form).
+- Only JIRA administrators may use them: with `admin=False` the account is answered 403
+  {"errorMessages": ["You are not authorized to perform this action. Administrator
+  privileges are required."], "errors": {}} (wording modelled, not quoted). A body
+  without name or url, or events that are not a list of strings, is answered 400.
 """
 
 from __future__ import annotations
@@ -108,6 +132,10 @@ USER_NOT_FOUND = "Specified user does not exist or you do not have required perm
 NOT_ON_SCREEN = "Field '{}' cannot be set. It is not on the appropriate screen, or unknown."
 CLOUD_UNAUTHENTICATED = "Client must be authenticated to access this resource."
 DC_UNAUTHENTICATED = "You are not authenticated. Authentication required to perform this operation."
+
+NOT_ADMIN = "You are not authorized to perform this action. Administrator privileges are required."
+WEBHOOKS = "/rest/webhooks/1.0/webhook"
+WEBHOOK_JQL = "issue-related-events-section"     # the filters key of the JQL an admin webhook is sent for
 
 EDIT_SCREEN = frozenset({"summary", "priority", "labels", "comment", "assignee"})
 TRANSITION_SCREEN = frozenset({"resolution", "comment"})
@@ -200,7 +228,10 @@ class JiraStandIn(StandInServer):
     authors the comments posted through the API.
 
     Serves, under /rest/api/2: GET/PUT issue/{key}, GET/POST issue/{key}/transitions,
-    GET/POST issue/{key}/comment, GET priority, GET user, GET myself, GET group/member; and
+    GET/POST issue/{key}/comment, GET priority, GET user, GET myself, GET group/member, GET status,
+    GET project/{key}/statuses;
+    and the admin webhooks API, /rest/webhooks/1.0/webhook (GET, POST; GET, PUT, DELETE /{id}),
+    open to the account only while `admin` is true; and
     the JQL search as `search_api` says: "cloud" (the default without a `pat`) serves POST
     /rest/api/3/search/jql (nextPageToken paging) and answers 410 Gone to /rest/api/2/search,
     as Cloud does since 2025; "datacenter" (the default with a `pat`) serves POST
@@ -220,12 +251,18 @@ class JiraStandIn(StandInServer):
         pat: str | None = None,
         workflow: Mapping[str, Mapping[str, str]] | None = None,
         status_categories: Mapping[str, str] | None = None,
+        admin: bool = True,
         search_api: str | None = None,
     ):
         if search_api not in (None, "cloud", "datacenter"):
             raise ValueError("search_api is 'cloud' (/rest/api/3/search/jql) or 'datacenter' (/rest/api/2/search)")
         self.search_api = search_api or ("datacenter" if pat else "cloud")
         self.email = email
+        self.admin = admin
+        self._webhooks: dict[str, dict[str, Any]] = {}
+        self._webhook_ids = itertools.count(1)
+        self._projects: dict[str, list[str] | None] = {}
+        self.webhook_secrets: dict[str, str | None] = {}
         self.api_token = api_token
         self.pat = pat
         categories = {**DEFAULT_STATUS_CATEGORIES, **(status_categories or {})}
@@ -612,6 +649,13 @@ class JiraStandIn(StandInServer):
             ("GET", f"{api}/priority", self._get_priorities),
             ("GET", f"{api}/user", self._get_user),
             ("GET", f"{api}/group/member", self._get_group_members),
+            ("GET", f"{api}/status", self._get_statuses),
+            ("GET", f"{api}/project/<key>/statuses", self._get_project_statuses),
+            ("GET", WEBHOOKS, self._get_webhooks),
+            ("POST", WEBHOOKS, self._create_webhook),
+            ("GET", f"{WEBHOOKS}/<webhook_id>", self._get_webhook),
+            ("PUT", f"{WEBHOOKS}/<webhook_id>", self._update_webhook),
+            ("DELETE", f"{WEBHOOKS}/<webhook_id>", self._delete_webhook),
             ("POST", f"{api}/search", self._search_v2),
             ("POST", "/rest/api/3/search/jql", self._search_jql),
         ]
@@ -827,6 +871,123 @@ class JiraStandIn(StandInServer):
             return jsonify({"self": request.url, "maxResults": size, "startAt": start, "total": len(members),
                             "isLast": start + size >= len(members),
                             "values": [self._user_json(m, full=False) for m in page]})
+
+    def _get_statuses(self):
+        """GET /status: every status of the workflow, as JIRA's getStatuses lists a site's statuses."""
+        with self._lock:
+            return jsonify([self._status_json(status) for status in self.workflow.statuses])
+
+    def add_project(self, key: str, statuses: Iterable[str] | None = None) -> None:
+        """A project whose workflows use `statuses` (default: every status of the workflow).
+        A project some issue belongs to is known without this."""
+        with self._lock:
+            unknown = [s for s in statuses or () if s not in self.workflow.categories]
+            if unknown:
+                raise ValueError(f"unknown statuses {unknown}; workflow has {self.workflow.statuses}")
+            self._projects[key] = list(statuses) if statuses is not None else None
+
+    def _get_project_statuses(self, key: str):
+        """GET /project/{key}/statuses: the project's statuses per issue type (one type, Task, here)."""
+        with self._lock:
+            known = set(self._projects) | {i["project"]["key"] for i in self._issues.values()}
+            if key not in known:
+                raise JiraError(404, [f"No project could be found with key '{key}'."])
+            statuses = self._projects.get(key) or self.workflow.statuses
+            return jsonify([{"self": f"{self._base()}/rest/api/2/issuetype/10001", "id": "10001", "name": "Task",
+                             "subtask": False, "statuses": [self._status_json(s) for s in statuses]}])
+
+    # ------------------------------------------------------------------ admin webhooks
+
+    @property
+    def webhooks(self) -> list[dict[str, Any]]:
+        """The registered webhooks, as GET /rest/webhooks/1.0/webhook shows them (copies)."""
+        with self._lock:
+            return [self._webhook_json(w) for w in self._webhooks.values()]
+
+    def add_webhook(self, name: str, url: str, events: Iterable[str] = ("jira:issue_created",),
+                    jql: str = "") -> dict[str, Any]:
+        """Register a webhook as an administrator would in JIRA's UI; return it."""
+        with self._lock:
+            return self._webhook_json(self._store_webhook(None, {"name": name, "url": url, "events": list(events),
+                                                                 "filters": {WEBHOOK_JQL: jql}}))
+
+    def _require_admin(self) -> None:
+        if not self.admin:
+            raise JiraError(403, [NOT_ADMIN])
+
+    def _webhook_body(self) -> dict[str, Any]:
+        raw = request.get_data(cache=True)
+        try:
+            body = json.loads(raw) if raw.strip() else None
+        except ValueError as exc:
+            raise JiraError(400, [f"Unexpected character in JSON body: {exc}"]) from None
+        if not isinstance(body, dict):
+            raise JiraError(400, ["Request body must be a JSON object"])
+        errors = {key: f"The {key} of the webhook is required." for key in ("name", "url")
+                  if not isinstance(body.get(key), str) or not body[key].strip()}
+        events = body.get("events", [])
+        if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
+            errors["events"] = "Events must be a list of event names."
+        filters = body.get("filters", {})
+        if not isinstance(filters, dict) or not all(isinstance(v, str) for v in filters.values()):
+            errors["filters"] = "Filters must map a section to a JQL string."
+        if body.get("secret") is not None and not isinstance(body["secret"], str):
+            errors["secret"] = "The secret must be a string."
+        if errors:
+            raise JiraError(400, errors=errors)
+        return body
+
+    def _store_webhook(self, webhook_id: str | None, body: Mapping[str, Any]) -> dict[str, Any]:
+        webhook_id = webhook_id or str(next(self._webhook_ids))
+        self._webhooks[webhook_id] = {
+            "id": webhook_id, "name": body["name"], "url": body["url"], "events": list(body.get("events") or []),
+            "filters": dict(body.get("filters") or {}), "excludeBody": bool(body.get("excludeBody", False)),
+            "enabled": bool(body.get("enabled", True)), "lastUpdated": int(_now().timestamp() * 1000),
+        }
+        self.webhook_secrets[webhook_id] = body.get("secret")
+        return self._webhooks[webhook_id]
+
+    def _webhook_json(self, webhook: Mapping[str, Any]) -> dict[str, Any]:
+        me = self._users[self._me]
+        return {"self": f"{self._base()}{WEBHOOKS}/{webhook['id']}", "name": webhook["name"], "url": webhook["url"],
+                "events": list(webhook["events"]), "filters": dict(webhook["filters"]),
+                "excludeBody": webhook["excludeBody"], "enabled": webhook["enabled"],
+                "lastUpdated": webhook["lastUpdated"], "lastUpdatedUser": me["name"] or me["accountId"],
+                "lastUpdatedDisplayName": me["displayName"]}
+
+    def _find_webhook(self, webhook_id: str) -> dict[str, Any]:
+        if webhook_id not in self._webhooks:
+            raise JiraError(404, [f"Webhook with id {webhook_id} does not exist."])
+        return self._webhooks[webhook_id]
+
+    def _get_webhooks(self):
+        with self._lock:
+            self._require_admin()
+            return jsonify([self._webhook_json(w) for w in self._webhooks.values()])
+
+    def _get_webhook(self, webhook_id: str):
+        with self._lock:
+            self._require_admin()
+            return jsonify(self._webhook_json(self._find_webhook(webhook_id)))
+
+    def _create_webhook(self):
+        with self._lock:
+            self._require_admin()
+            return jsonify(self._webhook_json(self._store_webhook(None, self._webhook_body()))), 201
+
+    def _update_webhook(self, webhook_id: str):
+        with self._lock:
+            self._require_admin()
+            self._find_webhook(webhook_id)
+            return jsonify(self._webhook_json(self._store_webhook(webhook_id, self._webhook_body())))
+
+    def _delete_webhook(self, webhook_id: str):
+        with self._lock:
+            self._require_admin()
+            self._find_webhook(webhook_id)
+            del self._webhooks[webhook_id]
+            self.webhook_secrets.pop(webhook_id, None)
+            return Response(status=204)
 
     def _get_user(self):
         with self._lock:
