@@ -7,6 +7,7 @@ import json
 import re
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -15,7 +16,7 @@ from workers.audit import Audit
 from workers.context import Context
 from workers.failures import TIMER_FUNC, FailureStore
 from workers.queue import make_queue
-from workers.timers import TimerStore
+from workers.timers import TimerStore, job_id
 from workers.worker import run_worker
 
 EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
@@ -131,12 +132,23 @@ def test_run_now_of_a_re_armed_timer_does_nothing(client, redis):
     assert Audit(redis).timeline("SUP-2") == []
 
 
+def test_run_now_of_a_timer_whose_job_gave_up_says_to_retry_it(client, redis):
+    timers = TimerStore(redis)
+    timers.arm("auto-close", "SUP-3", time.time() + 86400, "g1")
+    FailureStore(redis).record(job_id("auto-close|SUP-3", "g1"), TIMER_FUNC, ("auto-close|SUP-3", "g1", 1.0),
+                               "SUP-3", "JiraUnavailable", 9)
+    response = client.post("/operator/timers/run", headers=SAME_SITE, data={
+        "csrf_token": token(client), "rule": "auto-close", "ticket": "SUP-3", "generation": "g1"})
+    assert "retry it on the Failures page" in unquote(response.location)
+    assert timers.get("auto-close", "SUP-3").due > time.time() + 3600
+
+
 def test_cancel_removes_the_timer_and_says_who(client, redis):
     timers = TimerStore(redis)
     timers.arm("auto-close", "SUP-2", time.time() + 86400, "g1")
     response = client.post("/operator/timers/cancel", headers=SAME_SITE, data={
         "csrf_token": token(client), "rule": "auto-close", "ticket": "SUP-2", "next": "/operator/tickets/SUP-2"})
-    assert response.status_code == 303 and "/operator/tickets/SUP-2" in response.location
+    assert response.status_code == 303 and response.location.startswith("/operator/tickets/SUP-2?done=")
     assert timers.get("auto-close", "SUP-2") is None and timers.count() == 0
     entry = Audit(redis).timeline("SUP-2")[-1]
     assert entry["kind"] == "timer cancelled" and entry["by"] == "operator"
@@ -168,6 +180,19 @@ def test_retry_queues_the_work_again_and_forgets_the_failure(client, redis):
     # Again: nothing left to retry, nothing queued twice.
     client.post("/operator/failures/retry", headers=SAME_SITE, data={"csrf_token": form_token, "job": "timer-abc-g1"})
     assert len(make_queue(redis).get_jobs()) == 1
+
+
+def test_after_an_action_the_page_says_what_was_done_once(client, redis):
+    TimerStore(redis).arm("auto-close", "SUP-2", time.time() + 86400, "g1")
+    response = client.post("/operator/timers/cancel", headers=SAME_SITE, data={
+        "csrf_token": token(client), "rule": "auto-close", "ticket": "SUP-2",
+        "next": "/operator/timers?offset=100&done=an%20older%20note"})
+    assert response.location == "/operator/timers?offset=100&done=timer%20auto-close%20of%20SUP-2%20cancelled"
+    for outside in ("https://evil.example/", "//evil.example/operator/", "/webhooks/jira"):
+        TimerStore(redis).arm("auto-close", "SUP-2", time.time() + 86400, "g1")
+        response = client.post("/operator/timers/cancel", headers=SAME_SITE, data={
+            "csrf_token": token(client), "rule": "auto-close", "ticket": "SUP-2", "next": outside})
+        assert response.location.startswith("/operator/timers?done=")
 
 
 def test_retry_all(client, redis):

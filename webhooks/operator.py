@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, TimestampSigner
@@ -151,9 +151,11 @@ def _back(default: str):
 
 
 def _note(message: str, default: str):
+    """Back to the page the button was on, saying what was done (replacing an earlier note)."""
     response = _back(default)
-    sep = "&" if "?" in response.location else "?"
-    response.location = f"{response.location.split('#')[0]}{sep}done={message[:200]}"
+    path, _, query = response.location.split("#")[0].partition("?")
+    args = [(k, v) for k, v in parse_qsl(query) if k != "done"] + [("done", message[:200])]
+    response.location = f"{path}?{urlencode(args, quote_via=quote)}"
     return response
 
 
@@ -216,6 +218,8 @@ def timer_run_now():
     rule, key = _timer_form()
     audit, timers, _ = _stores()
     generation = request.form.get("generation", "")
+    if views.gave_up(timers, rule, key, generation):
+        return _note(f"the job of timer {rule} of {key} gave up: retry it on the Failures page", "/operator/timers")
     if not views.run_now(timers, audit, rule, key, generation, _user()):
         return _note(f"timer {rule} of {key} is no longer pending as shown: nothing done", "/operator/timers")
     return _note(f"timer {rule} of {key} is due now: a worker fires it within a second", "/operator/timers")

@@ -17,7 +17,8 @@ from redis import Redis
 from . import defaults
 from .audit import Audit
 from .connection import text
-from .timers import GENERATION_KEY, PENDING_KEY, PendingTimer, TimerStore, split_member
+from .failures import FailureStore
+from .timers import GENERATION_KEY, PENDING_KEY, PendingTimer, TimerStore, job_id, split_member
 
 DELIVERY_LOG_KEY = "relance:deliveries:log"     # stream: the latest webhooks and their verdict
 DELIVERY_LOG_MAX = 10_000
@@ -62,6 +63,12 @@ def ticket_timers(timers: TimerStore, rule_names, ticket: str) -> list[PendingTi
     out = [PendingTimer(name, ticket, found[2 * i], text(found[2 * i + 1]))
            for i, name in enumerate(names) if found[2 * i] is not None and found[2 * i + 1]]
     return sorted(out, key=lambda t: t.due)
+
+
+def gave_up(timers: TimerStore, rule: str, ticket: str, generation: str) -> bool:
+    """Whether this timer's job gave up (it is parked): only a retry of that failure runs it again,
+    since its job id, kept in RQ's failed registry, cannot be queued twice."""
+    return bool(timers.redis.exists(FailureStore.key(job_id(f"{rule}|{ticket}", generation))))
 
 
 def run_now(timers: TimerStore, audit: Audit, rule: str, ticket: str, generation: str, user: str) -> bool:
