@@ -50,7 +50,7 @@ def _answer(code: int, **body):
             edge.metrics.count("deliveries", verdict, pipe=pipe)
         log_delivery(pipe, edge.settings.retention, code=code, verdict=verdict, ticket=seen.get("ticket"),
                      event=seen.get("event"), delivery=body.get("delivery"),
-                     reason=" ".join(filter(None, (body.get("error"), body.get("reason")))) or None)
+                     reason=": ".join(filter(None, (body.get("error"), body.get("reason")))) or None)
         pipe.execute()
     except RedisError as e:
         log.debug("delivery verdict not logged: %s", e)
