@@ -34,9 +34,13 @@ DESKTOP = {"width": 1200, "height": 900}
 
 def _chromium() -> str:
     if not Path(CHROMIUM).exists() and shutil.which("apt-get") and os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, timeout=600)
+        install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+        if subprocess.run(install, capture_output=True, timeout=900).returncode != 0:     # stale package lists?
+            subprocess.run(["apt-get", "update"], capture_output=True, timeout=300)
+            subprocess.run(install, capture_output=True, timeout=900)
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing and `apt-get install -y chromium` could not install it")
+        why = "not root or no apt-get" if not (shutil.which("apt-get") and os.geteuid() == 0) else "apt-get failed"
+        pytest.skip(f"{CHROMIUM} is missing and `apt-get install -y chromium` could not install it ({why})")
     return CHROMIUM
 
 
