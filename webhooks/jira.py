@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import logging
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from redis.exceptions import RedisError
 
 from workers.deliveries import delivery_id
-from workers.events import HANDLED_EVENTS, identity_problem
+from workers.events import HANDLED_EVENTS, ISSUE_KEY, identity_problem
 from workers.queue import enqueue_delivery
+from workers.views import log_delivery
 
 from .signature import verify, verify_token
 
@@ -37,12 +38,22 @@ def _unauthenticated(settings, body: bytes) -> str | None:
 
 
 def _answer(code: int, **body):
-    """The JSON answer, counted in relance_deliveries_total by its verdict."""
+    """The JSON answer, counted in relance_deliveries_total by its verdict and added to the
+    dashboard's capped delivery log: one pipelined write, never failing the answer."""
     verdict = ("queued" if code == 202 else body.get("status", "accepted") if code < 300
                else "unavailable" if code >= 500 else "unauthorized" if code == 401 else "rejected")
     edge = current_app.extensions["relance"]
-    if edge.metrics is not None:
-        edge.metrics.count("deliveries", verdict)
+    seen = g.get("webhook", {})
+    try:
+        pipe = edge.redis.pipeline(transaction=False)
+        if edge.metrics is not None:
+            edge.metrics.count("deliveries", verdict, pipe=pipe)
+        log_delivery(pipe, edge.settings.retention, code=code, verdict=verdict, ticket=seen.get("ticket"),
+                     event=seen.get("event"), delivery=body.get("delivery"),
+                     reason=": ".join(filter(None, (body.get("error"), body.get("reason")))) or None)
+        pipe.execute()
+    except RedisError as e:
+        log.debug("delivery verdict not logged: %s", e)
     response = jsonify(body)
     response.status_code = code
     return response
@@ -62,6 +73,10 @@ def receive():
     if not isinstance(payload, dict):
         return _answer(400, error="unexpected body", reason="the body must be a JSON object")
     event = payload.get("webhookEvent")
+    issue = payload.get("issue")
+    key = issue.get("key") if isinstance(issue, dict) else None
+    g.webhook = {"event": event if isinstance(event, str) else None,
+                 "ticket": key.upper() if isinstance(key, str) and ISSUE_KEY.fullmatch(key.upper()) else None}
     if event is not None and not isinstance(event, str):
         return _answer(400, error="unexpected body", reason="'webhookEvent' must be a string")
     if event is None and not (isinstance(payload.get("issue"), dict) and "changelog" in payload):

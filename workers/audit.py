@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 
 from redis import Redis
 
@@ -18,6 +19,10 @@ from . import defaults
 from .connection import text
 
 log = logging.getLogger("relance.audit")
+
+RECENT_KEY = "relance:audit:recent"     # zset: ticket -> time of its latest entry (ms), the newest RECENT_MAX
+RECENT_MAX = 1000
+_ENTRY_ID = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 
 # Entry fields that may name a person; never written to the log at INFO.
 PERSONAL_FIELDS = frozenset({"to", "recipients", "reporter", "assignee", "author", "by", "email"})
@@ -51,13 +56,30 @@ class Audit:
         p = pipe or self.redis.pipeline(transaction=False)
         p.xadd(self.key(ticket), fields, maxlen=self.maxlen, approximate=True)
         p.expire(self.key(ticket), self.ttl)
+        # The dashboard's "recent tickets": a bounded index, so it never scans keys.
+        p.zadd(RECENT_KEY, {ticket: int(time.time() * 1000)})
+        p.zremrangebyrank(RECENT_KEY, 0, -RECENT_MAX - 1)
+        p.expire(RECENT_KEY, self.ttl)
         if pipe is None:
             p.execute()
 
     def timeline(self, ticket: str) -> list[dict]:
         """Entries oldest first: ``{"id", "kind", **data}``."""
-        out = []
-        for entry_id, fields in self.redis.xrange(self.key(ticket)):
-            fields = {text(k): text(v) for k, v in fields.items()}
-            out.append({"id": text(entry_id), "kind": fields["kind"], **json.loads(fields["data"])})
-        return out
+        return [self._entry(i, f) for i, f in self.redis.xrange(self.key(ticket))]
+
+    @staticmethod
+    def _entry(entry_id, fields) -> dict:
+        fields = {text(k): text(v) for k, v in fields.items()}
+        return {"id": text(entry_id), "kind": fields["kind"], **json.loads(fields["data"])}
+
+    def page(self, ticket: str, count: int = 100, before: str | None = None) -> tuple[list[dict], str | None]:
+        """Up to ``count`` entries newest first, older than entry id ``before`` (None: the newest);
+        and the id to pass as ``before`` for the next page (None on the last). One XREVRANGE."""
+        top = "+" if before is None or not _ENTRY_ID.fullmatch(before) else f"({before}"
+        rows = self.redis.xrevrange(self.key(ticket), max=top, min="-", count=count + 1)
+        entries = [self._entry(i, f) for i, f in rows[:count]]
+        return entries, (entries[-1]["id"] if len(rows) > count else None)
+
+    def recent(self, limit: int = 50) -> list[tuple[str, float]]:
+        """Tickets with the newest timeline entries: [(ticket, epoch seconds)], newest first."""
+        return [(text(t), ms / 1000) for t, ms in self.redis.zrevrange(RECENT_KEY, 0, limit - 1, withscores=True)]
