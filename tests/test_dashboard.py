@@ -286,3 +286,25 @@ def test_a_same_site_referer_is_enough_without_origin(client, redis):
     response = client.post("/operator/timers/cancel", headers=headers,
                            data={"csrf_token": token(client), "rule": "auto-close", "ticket": "SUP-2"})
     assert response.status_code == 303 and TimerStore(redis).count() == 0
+
+
+def test_an_email_effect_opens_the_email_as_sent(op_settings, redis, client, jira):
+    from tests.jira_events import move
+    from tests.support import deliver
+    from workers import context as process_context
+    ctx = Context.build(op_settings, redis)                    # dry run: mail to the outbox
+    process_context.use(ctx)
+    try:
+        deliver(ctx, move(jira, "SUP-1", "Waiting for feedback", cloud=False), "d-sent")
+    finally:
+        process_context.use(None)
+    page = client.get("/operator/tickets/SUP-1", headers=AUTH).get_data(as_text=True)
+    [link] = re.findall(r'href="(/operator/sent/[^"]+)">open the email as sent', page)
+    shown = client.get(link, headers=AUTH)
+    assert shown.status_code == 200
+    body = shown.get_data(as_text=True)
+    assert "jane@customer.example" in body and "<iframe" in body and " sandbox " in body
+    assert "<h1>[SUP-1] We need your feedback: Login fails" in body         # the subject, as sent
+    assert "&lt;script&gt;" in body and "<script>alert(1)" not in body        # the summary stays text
+    assert client.get(link).status_code == 401
+    assert client.get("/operator/sent/nope:x:0", headers=AUTH).status_code == 404

@@ -196,6 +196,18 @@ def ticket(key):
                            jira_url=_edge().settings.jira_base_url)
 
 
+@bp.get("/sent/<path:effect_id>")
+def sent_email(effect_id):
+    """An email as relance sent it (kept in the effects ledger for the retention)."""
+    from workers.ledger import EffectLedger
+    edge = _edge()
+    mail = EffectLedger(edge.redis, edge.settings.retention).sent(effect_id)
+    if mail is None:
+        abort(404, "no email kept for this effect (not an email, or past the retention)")
+    return render_template("operator/sent_email.html", mail=mail, effect_id=effect_id, ticket=mail.get("ticket"),
+                           iso=views.iso)
+
+
 @bp.get("/timers")
 def timers_page():
     offset = _offset()

@@ -9,6 +9,7 @@ effects are skipped the second time.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 
@@ -283,6 +284,10 @@ class Effects:
         sent = self.mailer.send(Message(to=tuple(recipients), subject=rendered.subject, text=rendered.text,
                                         html=rendered.html, effect_id=effect_id, ticket=ticket.key,
                                         category=spec.template))
+        self.ledger.keep_sent(effect_id, {"subject": rendered.subject, "to": recipients, "text": rendered.text,
+                                          "html": rendered.html, "locale": rendered.locale,
+                                          "template": spec.template, "sent_at": time.time(), "id": sent,
+                                          "ticket": ticket.key})
         return "done", f"{spec.template} ({rendered.locale}) sent ({sent})", {"to": recipients}
 
     def _recipients(self, wanted, ticket: Ticket) -> tuple[list[str], Person | None]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+import zlib
 
 from redis import Redis
 
@@ -76,6 +77,17 @@ class EffectLedger:
         pipe.hset(self.key(effect_id), mapping={"state": state, "detail": detail, "finished_at": f"{time.time():.3f}"})
         pipe.expire(self.key(effect_id), self.ttl)
         pipe.execute()
+
+    def keep_sent(self, effect_id: str, message: dict) -> None:
+        """Keep an email as it was sent (subject, recipients, text and HTML), zlib-compressed:
+        inlined HTML compresses about tenfold. Expires with the ledger."""
+        raw = zlib.compress(json.dumps(message, ensure_ascii=False).encode(), 6)
+        self.redis.set(self.key(effect_id) + ":sent", raw, ex=self.ttl)
+
+    def sent(self, effect_id: str) -> dict | None:
+        """The email an effect sent, as ``keep_sent`` kept it, or None."""
+        raw = self.redis.get(self.key(effect_id) + ":sent")
+        return json.loads(zlib.decompress(raw)) if raw else None
 
     def claim(self, effect_id: str, seconds: float | None = None) -> str | None:
         """Take the effect's claim for ``seconds`` (default: a job's whole time); a token to release

@@ -151,7 +151,10 @@ def describe(entry: dict) -> Line:
         for k in ("left", "entered", "from_status", "to_status", "inferred"):
             data.pop(k, None)
     elif kind.startswith("effect "):
-        title = f"{data.pop('action', 'effect')} {kind.split()[1]}"
+        action = data.pop("action", "effect")
+        title = f"{action} {kind.split()[1]}"
+        if action == "email" and kind == "effect done" and data.get("effect"):
+            data["email"] = ("sent", data["effect"])
     elif kind == "rules skipped":
         skipped = data.pop("rules", {}) or {}
         return Line(entry["id"], kind, entry_time(entry["id"]), "skip", f"{len(skipped)} rules skipped",
@@ -164,6 +167,9 @@ def describe(entry: dict) -> Line:
         details.append(("due", ("time", due_ms / 1000)))
     for k, v in data.items():
         if v in (None, "", [], {}) or k in ("generation", "event_type", "status_change"):
+            continue
+        if k == "email":
+            details.append(("email", v))      # ("sent", effect id): a link to the email as sent
             continue
         if isinstance(v, (list, tuple)):
             v = ", ".join(map(str, v))
