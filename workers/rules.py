@@ -6,6 +6,7 @@ A bad file raises RulesError whose messages read ``<line>: <where>: <problem>``.
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -350,7 +351,12 @@ class RuleSet(_Strict):
         A working-time delay is bounded in wall-clock time by how little the calendar opens:
         see ``_wall_clock_bound``.
         """
-        return max((_wall_clock_bound(r) for r in self.rules if r.after), default=0)
+        cached = self.__dict__.get("_longest_delay")
+        if cached is None:
+            cached = max((_wall_clock_bound(r, self.calendar(r.calendar) if r.calendar else None)
+                          for r in self.rules if r.after), default=0)
+            object.__setattr__(self, "_longest_delay", cached)    # frozen model: cache by hand
+        return cached
 
     def closes_after(self, state: str) -> int | None:
         """Seconds after entering ``state`` when a timed rule moves the ticket on (for "closes on" dates)."""
@@ -431,17 +437,24 @@ class RuleSet(_Strict):
         return next((r for r in self.rules if r.name == name), None)
 
 
-def _wall_clock_bound(rule: Rule) -> int:
+def _wall_clock_bound(rule: Rule, calendar: Calendar | None) -> int:
     """Wall-clock seconds a rule's timer chain may take at most.
 
-    In working time, a day may be up to a week of calendar time (a calendar open one
-    day a week) and an hour as long as a week divided by the week's open hours;
-    holidays add to that, so a further month is allowed for them.
+    In working time, the chain is measured on the calendar itself: the longest it
+    takes from any hour of the coming two weeks, plus a day per holiday the
+    calendar lists (a run of holidays can fall anywhere).
     """
-    total = rule.after + (rule.repeat.every * rule.repeat.times if rule.repeat else 0)
-    if not rule.calendar:
-        return total
-    return total * 7 + 31 * 86400
+    steps = [rule.after] + ([rule.repeat.every] * rule.repeat.times if rule.repeat else [])
+    if calendar is None:
+        return sum(steps)
+    start = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    longest = 0
+    for hour in range(0, 14 * 24):
+        begin = end = start + timedelta(hours=hour)
+        for step in steps:
+            end = calendar.add_duration(end, getattr(step, "text", int(step)))
+        longest = max(longest, int((end - begin).total_seconds()))
+    return longest + 86400 * len(calendar.holidays)
 
 
 class _Located(ValueError):
