@@ -32,11 +32,11 @@ from redis import Redis  # noqa: E402
 
 from relance.embedded import EmbeddedRedis  # noqa: E402
 from webhooks import create_app  # noqa: E402
-from workers.audit import Audit  # noqa: E402
+from workers.stores.audit import Audit  # noqa: E402
 from workers.failures import TIMER_FUNC, FailureStore  # noqa: E402
 from workers.settings import Settings  # noqa: E402
-from workers.timers import TimerStore  # noqa: E402
-from workers.views import log_delivery  # noqa: E402
+from workers.stores.timers import TimerStore  # noqa: E402
+from workers.stores.views import log_delivery  # noqa: E402
 
 PASSWORD = "bench-secret"
 AUTH = "Basic " + base64.b64encode(f"operator:{PASSWORD}".encode()).decode()

@@ -29,10 +29,10 @@ from redis import Redis  # noqa: E402
 from relance.embedded import EmbeddedRedis  # noqa: E402
 from workers import context as process_context, defaults  # noqa: E402
 from workers.context import Context  # noqa: E402
-from workers.deliveries import DeliveryStore  # noqa: E402
+from workers.stores.deliveries import DeliveryStore  # noqa: E402
 from workers.jobs import fire_timer, process_delivery  # noqa: E402
 from workers.settings import PROJECT_ROOT, Settings  # noqa: E402
-from workers.timers import member  # noqa: E402
+from workers.stores.timers import member  # noqa: E402
 
 
 def body(key: str, to_status: str, from_status: str, ts_ms: int, pad: int) -> bytes:

@@ -97,8 +97,8 @@ def bench_rq_noop(redis_url: str, jobs: int, worker_class: str = "rq.worker.Work
 
 
 def bench_processing(redis_url: str, events: int, outbox: Path) -> float:
-    from workers.deliveries import DeliveryStore
-    from workers.queue import enqueue_delivery, make_queue
+    from workers.stores.deliveries import DeliveryStore
+    from workers.stores.queue import enqueue_delivery, make_queue
     redis = Redis.from_url(redis_url)
     redis.flushall()
     template = json.loads((ROOT / "docs/examples/waiting-for-feedback.json").read_text())

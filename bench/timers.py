@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 from redis import Redis  # noqa: E402
 
 from relance.embedded import EmbeddedRedis  # noqa: E402
-from workers.audit import Audit  # noqa: E402
-from workers.timers import TimerStore  # noqa: E402
+from workers.stores.audit import Audit  # noqa: E402
+from workers.stores.timers import TimerStore  # noqa: E402
 
 RULES = """statuses: {resolved: [Resolved], open: [Open]}
 rules:

@@ -49,9 +49,9 @@ def cmd_check(args) -> int:
     path = Path(args.rules) if args.rules else settings.rules_file
     from jinja2 import TemplateError
 
-    from workers.emails import TEMPLATE_NAMES, Renderer, template_location
-    from workers.rules import load_rules
-    from workers.samples import render_samples, render_text_samples, text_templates
+    from workers.rendering.emails import TEMPLATE_NAMES, Renderer, template_location
+    from workers.core.rules import load_rules
+    from workers.rendering.samples import render_samples, render_text_samples, text_templates
     try:
         rules = load_rules(path, settings.templates_dir)
     except RulesError as e:
@@ -97,9 +97,9 @@ def cmd_preview(args) -> int:
     """Render templates with sample data to HTML and text files a browser and an editor open: emails as
     ``<out>/<locale>/<name>.{html,txt}``, JIRA comments and chat messages as ``<out>/<folder>/<locale>/<name>.txt``."""
     settings = Settings.from_env()
-    from workers.emails import TEMPLATE_NAMES, Renderer
-    from workers.rules import load_rules
-    from workers.samples import render_samples, render_text_samples, text_templates
+    from workers.rendering.emails import TEMPLATE_NAMES, Renderer
+    from workers.core.rules import load_rules
+    from workers.rendering.samples import render_samples, render_text_samples, text_templates
     try:
         rules = load_rules(settings.rules_file, settings.templates_dir)
     except RulesError as e:
@@ -231,8 +231,8 @@ def cmd_simulate(args) -> int:
     """Feed webhook bodies through the rules on a virtual clock; print what relance would do."""
     import json
 
-    from workers.rules import load_rules, parse_duration
-    from workers.simulate import render_text, simulate, time_zone
+    from workers.core.rules import load_rules, parse_duration
+    from workers.core.simulate import render_text, simulate, time_zone
     try:
         rules = load_rules(args.rules)
     except RulesError as e:
@@ -264,7 +264,7 @@ def _url_file() -> Path:
 
 def _redis_for_cli(settings: Settings):
     """REDIS_URL's Redis, else the private one `relance up` is running; ConfigError if neither."""
-    from workers.connection import redis_from_url
+    from workers.stores.connection import redis_from_url
     url = settings.redis_url or (_url_file().read_text().strip() if _url_file().is_file() else None)
     if not url:
         raise ConfigError("REDIS_URL is not set and no `relance up` is running here")
@@ -294,7 +294,7 @@ def cmd_failures(args) -> int:
 
 def cmd_retry(args) -> int:
     """Queue failed work again with a fresh retry schedule; the effects ledger skips what was done."""
-    from workers.queue import make_queue
+    from workers.stores.queue import make_queue
     settings = Settings.from_env()
     store = _failure_store(settings)
     queue = make_queue(store.redis, settings.queue_name)
@@ -331,7 +331,7 @@ def _utc(epoch_seconds: float) -> str:
 
 
 def _ticket_key(value: str) -> str:
-    from workers.events import ISSUE_KEY
+    from workers.core.events import ISSUE_KEY
     key = (value or "").strip().upper()
     if not ISSUE_KEY.fullmatch(key):
         raise argparse.ArgumentTypeError(f"{value!r} is not a JIRA issue key (like SUP-123)")
@@ -342,7 +342,7 @@ def cmd_timeline(args) -> int:
     """Print a ticket's timeline, oldest first: UTC time, kind, then the entry's fields."""
     import json
 
-    from workers.audit import Audit
+    from workers.stores.audit import Audit
     settings = Settings.from_env()
     entries = Audit(_redis_for_cli(settings), ttl=settings.retention).timeline(args.key)
     if not entries:
@@ -364,7 +364,7 @@ def cmd_timers(args) -> int:
     import time
 
     from workers.failures import FailureStore
-    from workers.timers import TimerStore, job_id, member
+    from workers.stores.timers import TimerStore, job_id, member
     settings = Settings.from_env()
     redis = _redis_for_cli(settings)
     store = TimerStore(redis)
@@ -397,7 +397,7 @@ def cmd_reconcile(args) -> int:
     from workers.context import Context
     from workers.exceptions import JiraError, TransientError
     from workers.reconcile import reconcile
-    from workers.rules import parse_duration
+    from workers.core.rules import parse_duration
     try:
         since = parse_duration(args.since)
     except ValueError as e:
@@ -441,7 +441,7 @@ WEBHOOK_JQL_SECTION = "issue-related-events-section"     # where an admin webhoo
 
 def _jira_for_cli():
     """(settings, JiraClient) from the environment, as the service reads it; ConfigError without JIRA."""
-    from workers.jira import JiraClient
+    from workers.clients.jira import JiraClient
     settings = Settings.from_env()
     if not settings.jira_configured:
         raise ConfigError("JIRA_BASE_URL is not set: set it to your site (e.g. https://acme.atlassian.net), with "
@@ -465,7 +465,7 @@ def _status_names(statuses) -> dict[str, str]:
 def _check_names(say, scope: str, known: dict[str, str], rules, path, warn: bool) -> None:
     """Say, for ``scope`` (the site, or a project) whose statuses are ``known``, which lifecycle states have
     a status there (an error for a state with none), and whether each rule's transition target is there."""
-    from workers.rules import TransitionAction
+    from workers.core.rules import TransitionAction
     prefix = "statuses" if scope == "the site" else f"{scope}: statuses"
     there = "on the site" if scope == "the site" else f"in {scope}"
     for state, names in rules.statuses.items():
@@ -509,7 +509,7 @@ def cmd_jira_check(args) -> int:
     """Check the credentials, that the rules file's status names exist on the site, and that each
     transition a rule makes leads to a status the site has. Exit 1 on any error, 2 on bad configuration."""
     from workers.exceptions import JiraError, TransientError
-    from workers.rules import load_rules
+    from workers.core.rules import load_rules
     settings, jira = _jira_for_cli()
     path = Path(args.rules) if args.rules else settings.rules_file
     try:

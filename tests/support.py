@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from workers.audit import Audit
-from workers.deliveries import DeliveryStore
-from workers.queue import enqueue_delivery
+from workers.stores.audit import Audit
+from workers.stores.deliveries import DeliveryStore
+from workers.stores.queue import enqueue_delivery
 from workers.worker import run_worker
 
 KEY = "SUP-1"

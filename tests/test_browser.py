@@ -19,10 +19,10 @@ import pytest
 
 from tests.test_dashboard import failure, resolved_ticket
 from webhooks import create_app
-from workers.audit import Audit
+from workers.stores.audit import Audit
 from workers.failures import FailureStore
-from workers.queue import make_queue
-from workers.timers import TimerStore
+from workers.stores.queue import make_queue
+from workers.stores.timers import TimerStore
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

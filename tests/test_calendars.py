@@ -1,4 +1,4 @@
-"""workers/calendars.py: hand-worked deadlines, summer-time changes, bad specs, and properties."""
+"""workers/core/calendars.py: hand-worked deadlines, summer-time changes, bad specs, and properties."""
 
 import time as clock
 from datetime import date, datetime, timedelta, timezone
@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from zoneinfo import ZoneInfo
 
-from workers.calendars import Calendar, CalendarSpec, DurationParts, duration_parts
-from workers.rules import parse_duration
+from workers.core.calendars import Calendar, CalendarSpec, DurationParts, duration_parts
+from workers.core.rules import parse_duration
 
 PARIS = ZoneInfo("Europe/Paris")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -193,7 +193,7 @@ def test_ctrl_c_stops_web_and_worker_then_redis_without_tracebacks(tmp_path):
 
 def test_failures_lists_jobs_that_gave_up_and_retry_queues_them_again(redis_server, redis):
     from workers.failures import FailureStore
-    from workers.queue import make_queue
+    from workers.stores.queue import make_queue
     FailureStore(redis).record("delivery-d1", "workers.jobs.process_delivery", ["d1"], "SUP-1",
                                "TransientError: JIRA GET issue/SUP-1: 503 Service Unavailable", 10)
     env = {"REDIS_URL": redis_server.url}

@@ -5,9 +5,9 @@ import time
 
 from relance.embedded import free_port
 from tests.test_cli import relance
-from workers.audit import Audit
+from workers.stores.audit import Audit
 from workers.failures import FailureStore
-from workers.timers import TimerStore, job_id, member
+from workers.stores.timers import TimerStore, job_id, member
 
 
 def test_timeline_prints_one_line_per_entry_with_its_utc_time_kind_and_fields(redis_server, redis):
@@ -66,7 +66,7 @@ def test_reconcile_without_jira_says_so_plainly_and_exits_0(redis_server):
 
 
 def test_reconcile_queues_the_missed_change_and_prints_what_it_did(redis_server, redis, jira):
-    from workers.queue import make_queue
+    from workers.stores.queue import make_queue
     env = {"REDIS_URL": redis_server.url, "JIRA_BASE_URL": jira.url, "JIRA_USER_EMAIL": jira.email,
            "JIRA_API_TOKEN": jira.api_token}
     from datetime import datetime, timedelta, timezone
@@ -91,7 +91,7 @@ def test_reconcile_queues_the_missed_change_and_prints_what_it_did(redis_server,
 
 
 def test_timers_marks_a_timer_whose_job_is_queued_as_firing(redis_server, redis):
-    from workers.queue import make_queue
+    from workers.stores.queue import make_queue
     timers = TimerStore(redis)
     timers.arm("auto-close", "SUP-1", time.time() - 1, "gen1")
     assert timers.pump(make_queue(redis), time.time()) == 1

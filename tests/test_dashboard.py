@@ -12,11 +12,11 @@ from urllib.parse import unquote
 import pytest
 
 from webhooks import create_app
-from workers.audit import Audit
+from workers.stores.audit import Audit
 from workers.context import Context
 from workers.failures import TIMER_FUNC, FailureStore
-from workers.queue import make_queue
-from workers.timers import TimerStore, job_id
+from workers.stores.queue import make_queue
+from workers.stores.timers import TimerStore, job_id
 from workers.worker import run_worker
 
 EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"

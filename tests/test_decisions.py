@@ -3,10 +3,10 @@
 import pytest
 
 from tests.conftest import payload
-from workers.decisions import decide
-from workers.events import parse_event
-from workers.lifecycle import TicketMemory
-from workers.rules import load_rules
+from workers.core.decisions import decide
+from workers.core.events import parse_event
+from workers.core.lifecycle import TicketMemory
+from workers.core.rules import load_rules
 from workers.settings import PROJECT_ROOT
 
 RULES = load_rules(PROJECT_ROOT / "rules.yaml")

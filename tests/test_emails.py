@@ -14,11 +14,11 @@ from jinja2 import UndefinedError
 
 from tests.standins import SendGridStandIn
 from workers.actions import email_context
-from workers.emails import TEMPLATE_NAMES, Renderer
+from workers.rendering.emails import TEMPLATE_NAMES, Renderer
 from workers.exceptions import MailError, TransientError
-from workers.mail import Message, OutboxMailer, SendGridMailer
-from workers.rules import load_rules, parse_rules
-from workers.samples import REPORTER, render_samples, sample_ticket
+from workers.clients.mail import Message, OutboxMailer, SendGridMailer
+from workers.core.rules import load_rules, parse_rules
+from workers.rendering.samples import REPORTER, render_samples, sample_ticket
 from workers.settings import PROJECT_ROOT
 
 TEMPLATES = PROJECT_ROOT / "templates"
@@ -334,7 +334,7 @@ def test_customer_replied_quotes_the_customer_and_leaves_the_decision_to_support
 
 
 def test_the_samples_give_each_template_the_status_it_is_written_for():
-    from workers.samples import sample_context
+    from workers.rendering.samples import sample_context
     assert sample_context(RULES, "support_silence")["ticket"]["status"] == "Reopened"
     assert sample_context(RULES, "feedback_request")["ticket"]["status"] == "Waiting for feedback"
     assert sample_context(RULES, "customer_replied")["ticket"]["status"] == "Resolved"
@@ -379,7 +379,7 @@ def test_a_text_template_in_an_unknown_locale_falls_back_to_the_default():
 
 
 def test_text_samples_render_every_jira_and_chat_template():
-    from workers.samples import render_text_samples, text_templates
+    from workers.rendering.samples import render_text_samples, text_templates
     for folder, name in (("jira", "escalation_note"), ("chat", "escalation_chat")):
         pairs = text_templates(TEMPLATES, folder)
         assert pairs == [("en", name), ("fr", name)]

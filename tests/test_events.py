@@ -3,7 +3,7 @@
 import pytest
 
 from tests.conftest import PAYLOADS, payload
-from workers.events import parse_event
+from workers.core.events import parse_event
 from workers.exceptions import PayloadError
 
 

@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 from tests.conftest import PAYLOADS
 from webhooks import create_app
 from webhooks.signature import sign
-from workers.decisions import decide
-from workers.events import parse_event
+from workers.core.decisions import decide
+from workers.core.events import parse_event
 from workers.exceptions import PayloadError
-from workers.lifecycle import TicketMemory
-from workers.rules import load_rules
+from workers.core.lifecycle import TicketMemory
+from workers.core.rules import load_rules
 from workers.settings import PROJECT_ROOT
 
 RULES = load_rules(PROJECT_ROOT / "rules.yaml")

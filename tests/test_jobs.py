@@ -12,11 +12,11 @@ from tests.conftest import PAYLOADS
 from tests.jira_events import move, webhook_body
 from tests.standins import JiraStandIn
 from workers import context as process_context
-from workers.audit import Audit
+from workers.stores.audit import Audit
 from workers.context import Context
 from workers.jobs import fire_timer, process_delivery
 from workers.exceptions import TransientError
-from workers.timers import job_id, member
+from workers.stores.timers import job_id, member
 
 from tests.support import KEY, QUESTION, deliver, fire_due, kinds, sam_comment, sent
 

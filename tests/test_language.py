@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from workers.decisions import decide, next_firing
-from workers.events import parse_event
+from workers.core.decisions import decide, next_firing
+from workers.core.events import parse_event
 from workers.exceptions import RulesError
-from workers.lifecycle import TicketMemory
-from workers.people import AUTOMATION, CUSTOMER, SUPPORT, role_of
-from workers.events import Person
-from workers.rules import parse_rules
+from workers.core.lifecycle import TicketMemory
+from workers.core.people import AUTOMATION, CUSTOMER, SUPPORT, role_of
+from workers.core.events import Person
+from workers.core.rules import parse_rules
 
 T0 = 1_800_000_000_000
 STATUSES = """

@@ -12,7 +12,7 @@ from tests.jira_events import move, webhook_body
 from tests.standins.chat import ChatStandIn
 from tests.support import KEY, deliver, fire_due, kinds, sent
 from workers import context as process_context
-from workers.audit import Audit
+from workers.stores.audit import Audit
 
 JANE = {"accountId": "acc-jane", "displayName": "Jane Customer"}
 SAM = {"accountId": "acc-sam", "displayName": "Sam Support"}
@@ -198,10 +198,10 @@ def test_moving_back_to_open_finds_the_open_status_of_a_french_site(settings, re
 ])
 def test_real_comment_payloads_tell_the_customer_from_support(name, reporter, role):
     from tests.conftest import payload
-    from workers.decisions import decide
-    from workers.events import parse_event
-    from workers.lifecycle import TicketMemory
-    from workers.rules import load_rules
+    from workers.core.decisions import decide
+    from workers.core.events import parse_event
+    from workers.core.lifecycle import TicketMemory
+    from workers.core.rules import load_rules
     from workers.settings import PROJECT_ROOT
     rules = load_rules(PROJECT_ROOT / "rules.yaml")
     event = parse_event(payload(name))

@@ -17,8 +17,8 @@ from workers.settings import PROJECT_ROOT, Settings
 def run_worker_once(redis_server, rules_file, tmp_path, log_format):
     """Queue one real delivery and drain it with `relance worker --burst`; return its stderr."""
     from redis import Redis
-    from workers.deliveries import DeliveryStore
-    from workers.queue import enqueue_delivery, make_queue
+    from workers.stores.deliveries import DeliveryStore
+    from workers.stores.queue import enqueue_delivery, make_queue
     redis = Redis.from_url(redis_server.url)
     DeliveryStore(redis).put("d-json", json.dumps(payload("02")).encode())
     enqueue_delivery(make_queue(redis), "d-json")

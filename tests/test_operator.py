@@ -5,7 +5,7 @@ import base64
 import pytest
 
 from webhooks import create_app
-from workers.emails import TEMPLATE_NAMES
+from workers.rendering.emails import TEMPLATE_NAMES
 
 
 def basic(user, password):

@@ -11,8 +11,8 @@ from tests.jira_events import move, webhook_body
 from tests.standins import JiraStandIn
 from tests.standins.jira import CONTRACT, contract_validator
 from tests.support import KEY, deliver, fire_due, kinds, sent
-from workers.audit import Audit
-from workers.jira import JiraClient
+from workers.stores.audit import Audit
+from workers.clients.jira import JiraClient
 from workers.reconcile import Reconciler, jql_for, reconcile, reconcile_locked
 from workers.worker import run_worker
 

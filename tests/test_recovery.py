@@ -16,11 +16,11 @@ from tests.jira_events import move
 from tests.standins import JiraStandIn
 from tests.support import KEY, accept, deliver, fire_due, kinds, sent
 from workers import context as process_context
-from workers.audit import Audit
+from workers.stores.audit import Audit
 from workers.context import Context
 from workers.exceptions import TicketBusy
 from workers.jobs import process_delivery
-from workers.timers import member
+from workers.stores.timers import member
 from workers.worker import run_worker
 
 ONE_RETRY = Retry(max=1, interval=[0])
@@ -61,7 +61,7 @@ def test_a_timer_whose_retries_run_out_stays_in_the_index_parked_and_can_be_retr
     timer = service.timers.get("auto-close", KEY)
     jira.fail_next(2, status=503, retry_after=None, path_contains=f"/issue/{KEY}", method="GET")
     [(m, gen, due)] = service.timers.claim(time.time() + 6 * 86400)
-    from workers.queue import enqueue_call
+    from workers.stores.queue import enqueue_call
     enqueue_call(service.queue, "workers.jobs.fire_timer", "timer-x", (m, gen, due), 60, retry=ONE_RETRY)
     run_worker(service, burst=True)
     [failure] = service.failures.list()

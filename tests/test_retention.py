@@ -11,7 +11,7 @@ from tests.jira_events import move
 from tests.support import KEY, accept, deliver, fire_due
 from workers import context as process_context
 from workers.context import Context
-from workers.timers import GENERATION_KEY, PENDING_KEY
+from workers.stores.timers import GENERATION_KEY, PENDING_KEY
 from workers.worker import run_worker
 
 TIMER_INDEX = {PENDING_KEY, GENERATION_KEY}

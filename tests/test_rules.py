@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from workers.exceptions import RulesError
-from workers.rules import load_rules, parse_duration, parse_rules
+from workers.core.rules import load_rules, parse_duration, parse_rules
 from workers.settings import PROJECT_ROOT
 
 GOOD = """\

@@ -17,9 +17,9 @@ from relance.embedded import free_port
 from tests.jira_events import move, webhook_body
 from tests.standins import JiraStandIn, SendGridStandIn
 from webhooks.signature import sign
-from workers.audit import Audit
+from workers.stores.audit import Audit
 from workers.settings import PROJECT_ROOT
-from workers.timers import TimerStore
+from workers.stores.timers import TimerStore
 
 SECRET = "webhook-s3cret"
 JOB_TIMEOUT = 3

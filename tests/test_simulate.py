@@ -9,9 +9,9 @@ import sys
 
 from hypothesis import given, settings, strategies as st
 
-from workers.rules import load_rules, parse_rules
+from workers.core.rules import load_rules, parse_rules
 from workers.settings import PROJECT_ROOT
-from workers.simulate import simulate
+from workers.core.simulate import simulate
 from tests.test_language import STATUSES as STATUS_MAP
 
 RULES = load_rules(PROJECT_ROOT / "rules.yaml")

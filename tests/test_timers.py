@@ -1,7 +1,7 @@
 """Durable timers in a real Redis: one live timer per rule and ticket, queued once when due."""
 
-from workers.queue import make_queue
-from workers.timers import TimerStore, job_id, member
+from workers.stores.queue import make_queue
+from workers.stores.timers import TimerStore, job_id, member
 
 
 def test_arm_cancel_and_re_arm(redis):

@@ -12,12 +12,12 @@ import pytest
 
 from tests.jira_events import move, webhook_body
 from tests.support import KEY, deliver, kinds, sam_comment, sent
-from workers.audit import Audit
-from workers.events import parse_event
+from workers.stores.audit import Audit
+from workers.core.events import parse_event
 from workers.exceptions import JiraError, PayloadError
-from workers.jira import JiraClient
-from workers.lifecycle import TicketMemory, read_event
-from workers.rules import load_rules
+from workers.clients.jira import JiraClient
+from workers.core.lifecycle import TicketMemory, read_event
+from workers.core.rules import load_rules
 from workers.settings import PROJECT_ROOT
 
 

@@ -7,9 +7,9 @@ import pytest
 from tests.conftest import PAYLOADS, payload
 from webhooks import create_app
 from webhooks.signature import sign
-from workers.deliveries import DeliveryStore
+from workers.stores.deliveries import DeliveryStore
 from workers.exceptions import ConfigError
-from workers.queue import make_queue
+from workers.stores.queue import make_queue
 from workers.settings import Settings
 
 URL = "/webhooks/jira"

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from workers.context import Context
-from workers.queue import make_queue
+from workers.stores.queue import make_queue
 from workers.settings import PROJECT_ROOT
 from workers.worker import make_worker
 

@@ -10,13 +10,13 @@ from rq import Queue
 from werkzeug.exceptions import HTTPException
 
 from workers import defaults
-from workers.connection import redis_from_url
+from workers.stores.connection import redis_from_url
 from workers import logs
-from workers.deliveries import DeliveryStore
-from workers.metrics import Metrics
+from workers.stores.deliveries import DeliveryStore
+from workers.stores.metrics import Metrics
 from workers.exceptions import ConfigError
-from workers.queue import make_queue
-from workers.rules import RuleSet, load_rules
+from workers.stores.queue import make_queue
+from workers.core.rules import RuleSet, load_rules
 from workers.settings import Settings
 
 

@@ -12,10 +12,10 @@ import logging
 from flask import Blueprint, current_app, g, jsonify, request
 from redis.exceptions import RedisError
 
-from workers.deliveries import delivery_id
-from workers.events import HANDLED_EVENTS, ISSUE_KEY, identity_problem
-from workers.queue import enqueue_delivery
-from workers.views import log_delivery
+from workers.stores.deliveries import delivery_id
+from workers.core.events import HANDLED_EVENTS, ISSUE_KEY, identity_problem
+from workers.stores.queue import enqueue_delivery
+from workers.stores.views import log_delivery
 
 from .signature import verify, verify_token
 

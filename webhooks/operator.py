@@ -23,14 +23,14 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 from flask import Blueprint, Response, abort, current_app, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, TimestampSigner
 
-from workers import views
-from workers.audit import Audit
-from workers.emails import TEMPLATE_NAMES, Renderer
-from workers.events import ISSUE_KEY
+from workers.stores import views
+from workers.stores.audit import Audit
+from workers.rendering.emails import TEMPLATE_NAMES, Renderer
+from workers.core.events import ISSUE_KEY
 from workers.failures import FailureStore
-from workers.rules import load_rules
-from workers.samples import render_samples
-from workers.timers import TimerStore
+from workers.core.rules import load_rules
+from workers.rendering.samples import render_samples
+from workers.stores.timers import TimerStore
 
 bp = Blueprint("operator", __name__, url_prefix="/operator")
 
@@ -199,7 +199,7 @@ def ticket(key):
 @bp.get("/sent/<path:effect_id>")
 def sent_email(effect_id):
     """An email as relance sent it (kept in the effects ledger for the retention)."""
-    from workers.ledger import EffectLedger
+    from workers.stores.ledger import EffectLedger
     edge = _edge()
     mail = EffectLedger(edge.redis, edge.settings.retention).sent(effect_id)
     if mail is None:

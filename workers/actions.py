@@ -15,13 +15,13 @@ from datetime import datetime, timedelta, timezone
 
 from email_validator import EmailNotValidError, validate_email
 
-from .audit import Audit
-from .emails import Renderer
-from .events import Comment, Person, TicketEvent
+from .stores.audit import Audit
+from .rendering.emails import Renderer
+from .core.events import Comment, Person, TicketEvent
 from .exceptions import EffectBusy, JiraError, MailError, NotifyError, RecipientInvalid, RecipientUnknown
-from .ledger import FINISHED, EffectLedger
-from .mail import Message
-from .rules import Action, CommentAction, RuleSet, TransitionAction
+from .stores.ledger import FINISHED, EffectLedger
+from .clients.mail import Message
+from .core.rules import Action, CommentAction, RuleSet, TransitionAction
 
 log = logging.getLogger("relance.actions")
 
@@ -62,7 +62,7 @@ class Ticket:
     def from_issue(cls, key: str, issue: dict, event: TicketEvent | None = None, **extra) -> "Ticket":
         """The ticket as JIRA shows it (GET /issue/{key}). The event keeps only what JIRA confirms:
         its comment is JIRA's comment of the same id, or none."""
-        from .events import _comment, _person   # same readers as for webhook bodies
+        from .core.events import _comment, _person   # same readers as for webhook bodies
         f = issue.get("fields") or {}
         comments = tuple(c for c in map(_comment, (f.get("comment") or {}).get("comments") or ()) if c)
         if event is not None and event.comment is not None:

@@ -10,21 +10,21 @@ from rq import Queue
 
 from . import defaults
 from .actions import Effects
-from .audit import Audit
-from .connection import redis_from_url
-from .deliveries import DeliveryStore
-from .emails import Renderer
+from .stores.audit import Audit
+from .stores.connection import redis_from_url
+from .stores.deliveries import DeliveryStore
+from .rendering.emails import Renderer
 from .failures import FailureStore
-from .jira import make_jira
-from .ledger import EffectLedger
-from .mail import make_mailer
-from .metrics import Metrics
-from .notify import Notifier
-from .queue import make_queue
-from .rules import RuleSet, load_rules
+from .clients.jira import make_jira
+from .stores.ledger import EffectLedger
+from .clients.mail import make_mailer
+from .stores.metrics import Metrics
+from .clients.notify import Notifier
+from .stores.queue import make_queue
+from .core.rules import RuleSet, load_rules
 from .settings import Settings
-from .tickets import TicketStore
-from .timers import TimerStore
+from .stores.tickets import TicketStore
+from .stores.timers import TimerStore
 
 
 @dataclass

@@ -18,7 +18,7 @@ from redis import Redis
 from rq import Queue
 
 from . import defaults
-from .connection import text
+from .stores.connection import text
 
 log = logging.getLogger("relance.failures")
 
@@ -89,7 +89,7 @@ class FailureStore:
 
     def retry(self, job_id: str, queue: Queue, timeout: float = defaults.JOB_TIMEOUT_SECONDS) -> str:
         """Queue the failed work again (a new job with a fresh retry schedule); return the new job id."""
-        from .queue import enqueue_call
+        from .stores.queue import enqueue_call
         failure = self.get(job_id)
         if failure is None:
             raise KeyError(job_id)
@@ -106,8 +106,8 @@ def on_job_failure(job, connection, exc_type, exc_value, traceback) -> None:
     before RQ decides on a retry: ``job.retries_left`` still counts this attempt.
     """
     from .context import current
-    from .events import parse_event
-    from .timers import split_member
+    from .core.events import parse_event
+    from .stores.timers import split_member
 
     ctx = current()
     reason = f"{exc_type.__name__ if exc_type else 'failed'}: {exc_value}"[:500]

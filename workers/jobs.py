@@ -20,11 +20,11 @@ from rq.utils import now as rq_now
 from . import defaults
 from .actions import Ticket
 from .context import Context, current
-from .decisions import decide, next_firing, no_longer_fits, plan_effects
-from .events import TicketEvent, _person, parse_event
+from .core.decisions import decide, next_firing, no_longer_fits, plan_effects
+from .core.events import TicketEvent, _person, parse_event
 from .exceptions import JiraError, PayloadError
 from .logs import about
-from .timers import split_member
+from .stores.timers import split_member
 
 log = logging.getLogger("relance.jobs")
 

@@ -2,7 +2,7 @@
 
 JIRA retries a webhook for about 30 minutes, then drops it; a longer outage
 loses events. Reconcile asks JIRA for the tickets of the mapped statuses updated
-lately and compares each with relance's memory (workers/tickets.py):
+lately and compares each with relance's memory (workers/stores/tickets.py):
 
 - JIRA's status maps to another lifecycle state than relance remembers, or
   relance does not know the ticket: a synthetic status-change delivery is built
@@ -40,11 +40,11 @@ import time
 from dataclasses import dataclass, field
 
 from . import defaults
-from .decisions import due_after
-from .events import jira_time_ms
+from .core.decisions import due_after
+from .core.events import jira_time_ms
 from .exceptions import TicketBusy
 from .jobs import generation_of
-from .queue import enqueue_delivery
+from .stores.queue import enqueue_delivery
 
 log = logging.getLogger("relance.reconcile")
 
@@ -126,7 +126,7 @@ def _repair(ctx, issue: dict, report: Report) -> None:
 
 def _feed(ctx, key, issue, status, state, updated_ms, memory, report) -> None:
     """Queue a synthetic status-change delivery built from the issue, as a webhook would come."""
-    from .deliveries import DeliveryStore
+    from .stores.deliveries import DeliveryStore
     from_status = memory.status if memory else None
     body = {"webhookEvent": "jira:issue_updated", "issue_event_type_name": "issue_generic",
             "timestamp": updated_ms, "issue": issue,
@@ -201,7 +201,7 @@ class Reconciler(threading.Thread):
 
     def __init__(self, ctx, interval: float, since: int = defaults.RECONCILE_SINCE_SECONDS):
         super().__init__(name="relance-reconcile", daemon=True)
-        from .jira import make_jira
+        from .clients.jira import make_jira
         self.ctx, self.interval, self.since = ctx, interval, since
         self.jira = make_jira(ctx.settings)         # its own HTTP session: jobs use theirs meanwhile
         self.jira.timing = getattr(ctx.effects.jira, "timing", None)     # counted in relance_remote_seconds

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 
 from . import defaults
 from .exceptions import ConfigError
-from .rules import parse_duration
+from .core.rules import parse_duration
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

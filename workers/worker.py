@@ -12,7 +12,7 @@ from rq.serializers import JSONSerializer
 from . import defaults
 from .context import Context
 from .reconcile import Reconciler
-from .timers import TimerPump
+from .stores.timers import TimerPump
 
 log = logging.getLogger("relance.worker")
 

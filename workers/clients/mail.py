@@ -15,8 +15,8 @@ from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import Category, CustomArg, From, Mail, ReplyTo, To
 
-from . import defaults
-from .exceptions import MailError, TransientError
+from .. import defaults
+from ..exceptions import MailError, TransientError
 
 log = logging.getLogger("relance.mail")
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from redis import Redis
 from rq import Queue
 
-from . import defaults
+from .. import defaults
 from .connection import text
 from .queue import enqueue_timer
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis import Redis
 
-from . import defaults
+from .. import defaults
 
 
 def redis_from_url(url: str, socket_timeout: float | None = None) -> Redis:

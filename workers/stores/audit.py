@@ -15,7 +15,7 @@ import time
 
 from redis import Redis
 
-from . import defaults
+from .. import defaults
 from .connection import text
 
 log = logging.getLogger("relance.audit")

@@ -21,7 +21,7 @@ import zlib
 
 from redis import Redis
 
-from . import defaults
+from .. import defaults
 from .connection import text
 
 FINISHED = ("done", "skipped", "failed")

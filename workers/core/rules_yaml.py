@@ -15,7 +15,7 @@ from yaml.constructor import ConstructorError
 from yaml.composer import ComposerError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .exceptions import RulesError
+from ..exceptions import RulesError
 
 MAX_DEPTH = 64          # a rules file nests about 6 deep; this bounds the composer's recursion
 

@@ -14,10 +14,10 @@ from datetime import datetime, timezone
 
 from redis import Redis
 
-from . import defaults
+from .. import defaults
 from .audit import Audit
 from .connection import text
-from .failures import FailureStore
+from ..failures import FailureStore
 from .timers import GENERATION_KEY, PENDING_KEY, PendingTimer, TimerStore, job_id, split_member
 
 DELIVERY_LOG_KEY = "relance:deliveries:log"     # stream: the latest webhooks and their verdict

@@ -18,7 +18,7 @@ from prometheus_client.registry import CollectorRegistry
 from redis import Redis
 from redis.exceptions import RedisError
 
-from . import defaults
+from .. import defaults
 from .connection import text
 
 log = logging.getLogger("relance.metrics")

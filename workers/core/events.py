@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from .exceptions import PayloadError
+from ..exceptions import PayloadError
 
 ISSUE_EVENTS = ("jira:issue_created", "jira:issue_updated", "jira:issue_deleted")
 COMMENT_EVENTS = ("comment_created", "comment_updated", "comment_deleted")

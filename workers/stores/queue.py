@@ -12,7 +12,7 @@ from rq import Callback, Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.serializers import JSONSerializer
 
-from . import defaults
+from .. import defaults
 
 
 def make_queue(redis: Redis, name: str = defaults.QUEUE_NAME) -> Queue:

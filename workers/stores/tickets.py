@@ -14,10 +14,10 @@ from contextlib import contextmanager
 from redis import Redis
 from redis.exceptions import LockError
 
-from . import defaults
+from .. import defaults
 from .connection import text
-from .exceptions import TicketBusy
-from .lifecycle import TicketMemory
+from ..exceptions import TicketBusy
+from ..core.lifecycle import TicketMemory
 
 
 class TicketStore:

@@ -11,8 +11,8 @@ import logging
 
 import requests
 
-from . import defaults
-from .exceptions import NotifyError, TransientError
+from .. import defaults
+from ..exceptions import NotifyError, TransientError
 
 log = logging.getLogger("relance.notify")
 

@@ -17,7 +17,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PlainValidat
                       field_validator, model_validator)
 
 from .calendars import Calendar, CalendarSpec
-from .exceptions import RulesError
+from ..exceptions import RulesError
 from .rules_yaml import read_yaml, where
 
 LIFECYCLE_STATES = ("open", "waiting_for_feedback", "resolved", "reopened", "closed")
@@ -427,7 +427,7 @@ class RuleSet(_Strict):
         return index
 
     def calendar(self, name: str) -> Calendar | None:
-        """The working-time calendar ``name`` (see workers/calendars.py), or None."""
+        """The working-time calendar ``name`` (see workers/core/calendars.py), or None."""
         built = self.__dict__.setdefault("_calendar_cache", {})    # frozen model: cache by hand
         if name not in built and name in self.calendars:
             built[name] = self.calendars[name].build(name)

@@ -14,7 +14,7 @@ import re
 
 from redis import Redis
 
-from . import defaults
+from .. import defaults
 from .connection import text
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,80}$")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .actions import Ticket, email_context
+from ..actions import Ticket, email_context
 from .emails import Renderer, RenderedEmail
-from .events import Comment, Person, TicketEvent
-from .rules import RuleSet
+from ..core.events import Comment, Person, TicketEvent
+from ..core.rules import RuleSet
 
 REPORTER = Person(account_id="5b10a2844c20165700ede21g", display_name="Jeanne Martin",
                   email="jeanne.martin@client.example", locale="fr_FR", time_zone="Europe/Paris")

@@ -9,9 +9,9 @@ from urllib.parse import quote
 import requests
 from urllib3.exceptions import NewConnectionError
 
-from . import defaults
-from .events import ISSUE_ID, ISSUE_KEY
-from .exceptions import JiraError, TransientError, TransitionUnavailable
+from .. import defaults
+from ..core.events import ISSUE_ID, ISSUE_KEY
+from ..exceptions import JiraError, TransientError, TransitionUnavailable
 
 log = logging.getLogger("relance.jira")
 
