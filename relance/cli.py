@@ -556,12 +556,55 @@ def cmd_jira_check(args) -> int:
             continue
         _check_names(say, f"project {project}", _status_names(s for t in types for s in t.get("statuses") or []),
                      rules, path, warn=False)
-    print("not checked: whether a workflow has a transition into these statuses from the states the rules use "
-          "them in (workflows need JIRA administrator APIs)"
-          + ("" if args.project else ", nor which statuses each project's workflows use (give --project KEY)")
+    _check_reachable(say, jira, rules)
+    print("not checked: workflows themselves (they need JIRA administrator APIs): a transition is checked on a "
+          "ticket that is in the status it starts from, as relance's account sees it"
+          + ("" if args.project else "; nor which statuses each project's workflows use (give --project KEY)")
           + "; a transition JIRA does not offer when a rule fires is recorded on the ticket's timeline")
     print(f"{'FAILED' if errors else 'OK'}: {errors} error(s), {warnings} warning(s)")
     return 1 if errors else 0
+
+
+def _check_reachable(say, jira, rules) -> None:
+    """For each rule's transition, from each status of the states it fires in: is there a transition
+    JIRA offers relance's account into the target? Looked at on one ticket in that status (JIRA offers
+    transitions per issue; workflows themselves need administrator APIs)."""
+    from workers.core.rules import TransitionAction, names
+    seen: dict[str, list[dict] | None] = {}
+    for rule in rules.rules:
+        targets = [a.transition for a in rule.do if a.transition]
+        states = names(rule.conditions.state) if rule.conditions and rule.conditions.state else rule.when.states
+        for target in targets:
+            wanted = set(rules.statuses[target.to_state]) if isinstance(target, TransitionAction) else {target}
+            shown = target.to_state if isinstance(target, TransitionAction) else target
+            for state in states:
+                for status in rules.statuses.get(state, ()):
+                    if status not in seen:
+                        seen[status] = _transitions_from(jira, status)
+                    found = seen[status]
+                    if found is None:
+                        print(f"not checked: rule {rule.name!r}: no ticket is in {status!r} to see its transitions")
+                        continue
+                    key, offered = found
+                    leads = {(t.get("to") or {}).get("name", "") for t in offered}
+                    if {w.casefold() for w in wanted} & {x.casefold() for x in leads}:
+                        say("ok", f"rule {rule.name!r}: {status!r} -> {shown!r} (a transition JIRA offers on {key})")
+                    else:
+                        say("error", f"rule {rule.name!r}: from {status!r} no transition leads to {shown!r} "
+                                     f"(on {key} JIRA offers: {', '.join(sorted(leads)) or 'none'})")
+
+
+def _transitions_from(jira, status: str):
+    """(key, transitions offered) of one ticket in ``status``, or None if no ticket is in it."""
+    quoted = status.replace("\\", "\\\\").replace('"', '\\"')
+    try:
+        issue = next(iter(jira.search(f'status in ("{quoted}") AND updated >= "-3650d" ORDER BY updated DESC',
+                                      ["status"], page_size=1)), None)
+    except (JiraError, TransientError):
+        return None
+    if issue is None:
+        return None
+    return issue["key"], jira.transitions(issue["key"])
 
 
 def _with_token(url: str, token: str) -> str:

@@ -51,9 +51,26 @@ def test_check_passes_on_a_good_site_and_warns_of_names_of_other_sites(site):
     assert "ok:      rule 'auto-close': transition to 'Closed': the status exists" in result.stdout
     assert "ok:      rule 'customer-answered': transition to state 'open': 'Open', 'In Progress' exist" \
         in result.stdout
-    assert "not checked: whether a workflow has a transition into these statuses" in result.stdout
-    assert "(give --project KEY)" in result.stdout
+    assert "not checked: rule 'auto-close': no ticket is in 'Resolved' to see its transitions" in result.stdout
+    assert "not checked: workflows themselves" in result.stdout and "(give --project KEY)" in result.stdout
     assert result.stdout.strip().endswith("OK: 0 error(s), 5 warning(s)")
+
+
+def test_check_looks_at_the_transitions_jira_offers_on_a_ticket_in_each_status(rules_file):
+    workflow = {"Open": {"Ask for feedback": "Waiting for feedback", "Resolve": "Resolved"},
+                "Waiting for feedback": {"Give feedback": "Open"},
+                "Resolved": {"Reopen": "Reopened"},                       # nothing leads to Closed
+                "Reopened": {"Resolve": "Resolved"}, "Closed": {}}
+    with JiraStandIn(workflow=workflow) as jira:
+        jira.add_user(account_id="acc-jane", email="jane@customer.example")
+        jira.add_issue("SUP-1", status="Resolved", reporter="acc-jane")
+        jira.add_issue("SUP-2", status="Waiting for feedback", reporter="acc-jane")
+        result = relance("jira", "check", env=jira_env(jira))
+    assert result.returncode == 1
+    assert "error:   rule 'auto-close': from 'Resolved' no transition leads to 'Closed' (on SUP-1 JIRA offers: " \
+           "Reopened)" in result.stdout
+    assert "ok:      rule 'customer-answered': 'Waiting for feedback' -> 'open' (a transition JIRA offers on SUP-2)" \
+        in result.stdout
 
 
 def test_check_reports_a_state_without_any_status_and_a_missing_transition_target(site, rules_file):
