@@ -596,6 +596,7 @@ def _check_reachable(say, jira, rules) -> None:
 
 def _transitions_from(jira, status: str):
     """(key, transitions offered) of one ticket in ``status``, or None if no ticket is in it."""
+    from workers.exceptions import JiraError, TransientError
     quoted = status.replace("\\", "\\\\").replace('"', '\\"')
     try:
         issue = next(iter(jira.search(f'status in ("{quoted}") AND updated >= "-3650d" ORDER BY updated DESC',
