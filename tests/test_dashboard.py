@@ -308,3 +308,10 @@ def test_an_email_effect_opens_the_email_as_sent(op_settings, redis, client, jir
     assert "&lt;script&gt;" in body and "<script>alert(1)" not in body        # the summary stays text
     assert client.get(link).status_code == 401
     assert client.get("/operator/sent/nope:x:0", headers=AUTH).status_code == 404
+
+
+def test_a_delivery_refused_for_its_size_is_on_the_deliveries_page(client, redis):
+    assert client.post("/webhooks/jira", data=b"{" + b" " * (1024 * 1024 + 10) + b"}",
+                       content_type="application/json").status_code == 413
+    page = client.get("/operator/deliveries", headers=AUTH).get_data(as_text=True)
+    assert "413" in page and "rejected" in page

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from redis import Redis
 from rq import Queue
 from werkzeug.exceptions import HTTPException
@@ -84,6 +84,9 @@ def create_app(config: Settings | dict | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):
+        if request.endpoint == "jira.receive" or request.path == "/webhooks/jira":
+            # Refused before the handler ran (a body over the limit): still a delivery, counted and logged.
+            return jira.answer(e.code, error=e.name.lower(), reason=e.description)
         response = jsonify(error=e.name.lower(), reason=e.description)
         response.status_code = e.code
         return response

@@ -37,7 +37,7 @@ def _unauthenticated(settings, body: bytes) -> str | None:
     return None
 
 
-def _answer(code: int, **body):
+def answer(code: int, **body):
     """The JSON answer, counted in relance_deliveries_total by its verdict and added to the
     dashboard's capped delivery log: one pipelined write, never failing the answer."""
     verdict = ("queued" if code == 202 else body.get("status", "accepted") if code < 300
@@ -65,41 +65,41 @@ def receive():
     body = request.get_data(cache=False)      # raw bytes; 413 past MAX_CONTENT_LENGTH
     problem = _unauthenticated(edge.settings, body)
     if problem:
-        return _answer(401, error="unauthorized", reason=problem)
+        return answer(401, error="unauthorized", reason=problem)
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError) as e:      # RecursionError: absurdly deep nesting
-        return _answer(400, error="malformed JSON", reason=str(e)[:200] or e.__class__.__name__)
+        return answer(400, error="malformed JSON", reason=str(e)[:200] or e.__class__.__name__)
     if not isinstance(payload, dict):
-        return _answer(400, error="unexpected body", reason="the body must be a JSON object")
+        return answer(400, error="unexpected body", reason="the body must be a JSON object")
     event = payload.get("webhookEvent")
     issue = payload.get("issue")
     key = issue.get("key") if isinstance(issue, dict) else None
     g.webhook = {"event": event if isinstance(event, str) else None,
                  "ticket": key.upper() if isinstance(key, str) and ISSUE_KEY.fullmatch(key.upper()) else None}
     if event is not None and not isinstance(event, str):
-        return _answer(400, error="unexpected body", reason="'webhookEvent' must be a string")
+        return answer(400, error="unexpected body", reason="'webhookEvent' must be a string")
     if event is None and not (isinstance(payload.get("issue"), dict) and "changelog" in payload):
-        return _answer(400, error="not a JIRA webhook", reason="no 'webhookEvent' in the body")
+        return answer(400, error="not a JIRA webhook", reason="no 'webhookEvent' in the body")
     if event is not None and event not in HANDLED_EVENTS:
-        return _answer(200, status="ignored", reason=f"no rule reads {event} events")
+        return answer(200, status="ignored", reason=f"no rule reads {event} events")
     problem = identity_problem(payload)
     if problem:
-        return _answer(200, status="ignored", reason=problem)
+        return answer(200, status="ignored", reason=problem)
 
     did = delivery_id(request.headers.get("X-Atlassian-Webhook-Identifier"), body)
     try:
         fresh = edge.deliveries.put(did, body)
         if not fresh and edge.deliveries.is_done(did):
-            return _answer(200, status="duplicate", delivery=did)
+            return answer(200, status="duplicate", delivery=did)
         # Queue even a redelivery whose job is missing (Redis failed between the two writes):
         # the job id is unique, and a processed delivery is a no-op.
         queued = enqueue_delivery(edge.queue, did, edge.settings.job_timeout)
     except RedisError as e:
         log.error("webhook %s not accepted, Redis unavailable: %s", did, e)
-        response = _answer(503, error="queue unavailable", reason="Redis is unreachable; retry later")
+        response = answer(503, error="queue unavailable", reason="Redis is unreachable; retry later")
         response.headers["Retry-After"] = str(edge.retry_after)
         return response
     if not fresh and not queued:
-        return _answer(200, status="duplicate", delivery=did)
-    return _answer(202, status="queued", delivery=did)
+        return answer(200, status="duplicate", delivery=did)
+    return answer(202, status="queued", delivery=did)
