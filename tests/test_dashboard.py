@@ -315,3 +315,16 @@ def test_a_delivery_refused_for_its_size_is_on_the_deliveries_page(client, redis
                        content_type="application/json").status_code == 413
     page = client.get("/operator/deliveries", headers=AUTH).get_data(as_text=True)
     assert "413" in page and "rejected" in page
+
+
+def test_a_parked_timer_is_marked_on_the_timers_and_ticket_pages(client, redis):
+    timers = TimerStore(redis)
+    timers.arm("auto-close", "SUP-3", time.time() + 90 * 86400, "g1")       # parked: its job gave up
+    timers.arm("auto-close", "SUP-4", time.time() + 86400, "g2")            # a plain pending timer
+    FailureStore(redis).record(job_id("auto-close|SUP-3", "g1"), TIMER_FUNC, ("auto-close|SUP-3", "g1", 1.0),
+                               "SUP-3", "JiraUnavailable", 10)
+    page = client.get("/operator/timers", headers=AUTH).get_data(as_text=True)
+    rows = re.findall(r'<tr class="timer" data-rule="auto-close" data-ticket="(SUP-\d)">(.*?)</tr>', page, re.S)
+    marked = {ticket: "parked: its job gave up" in row for ticket, row in rows}
+    assert marked == {"SUP-3": True, "SUP-4": False}
+    assert "parked: its job gave up" in client.get("/operator/tickets/SUP-3", headers=AUTH).get_data(as_text=True)

@@ -193,6 +193,7 @@ def ticket(key):
     pending = views.ticket_timers(timers, [r.name for r in rules.rules] if rules else [], key)
     return render_template("operator/ticket.html", key=key, lines=[views.describe(e) for e in entries],
                            older=older, first=request.args.get("before") is None, pending=pending,
+                           parked=views.parked(_edge().redis, pending),
                            jira_url=_edge().settings.jira_base_url)
 
 
@@ -214,6 +215,7 @@ def timers_page():
     _, timers, _ = _stores()
     rows = views.pending_timers(_edge().redis, offset, PAGE + 1)
     return render_template("operator/timers.html", timers=rows[:PAGE], offset=offset,
+                           parked=views.parked(_edge().redis, rows[:PAGE]),
                            more=len(rows) > PAGE, total=timers.count())
 
 

@@ -51,6 +51,16 @@ def pending_timers(redis: Redis, offset: int = 0, limit: int = 100) -> list[Pend
     return [PendingTimer(*split_member(text(m)), due, text(g)) for (m, due), g in zip(rows, gens) if g]
 
 
+def parked(redis: Redis, timers: list[PendingTimer]) -> set[tuple[str, str]]:
+    """Which of these timers are parked: their job gave up (a failure is recorded): one round trip."""
+    if not timers:
+        return set()
+    pipe = redis.pipeline(transaction=False)
+    for t in timers:
+        pipe.exists(FailureStore.key(job_id(f"{t.rule}|{t.ticket}", t.generation)))
+    return {(t.rule, t.ticket) for t, found in zip(timers, pipe.execute()) if found}
+
+
 def ticket_timers(timers: TimerStore, rule_names, ticket: str) -> list[PendingTimer]:
     """The ticket's pending timers, one per rule at most: two reads per rule, in one round trip."""
     names = list(rule_names)
