@@ -328,3 +328,11 @@ def test_a_parked_timer_is_marked_on_the_timers_and_ticket_pages(client, redis):
     marked = {ticket: "parked: its job gave up" in row for ticket, row in rows}
     assert marked == {"SUP-3": True, "SUP-4": False}
     assert "parked: its job gave up" in client.get("/operator/tickets/SUP-3", headers=AUTH).get_data(as_text=True)
+
+
+def test_a_rule_whose_effect_was_refused_is_on_the_failures_page_with_its_rule(client, redis):
+    from workers.failures import RULE_FUNC
+    FailureStore(redis).record("effect-d1-auto-close", RULE_FUNC, ("d1", "auto-close", "SUP-5"), "SUP-5",
+                               "transition failed: no transition of SUP-5 leads to 'Closed'", 1)
+    page = client.get("/operator/failures", headers=AUTH).get_data(as_text=True)
+    assert "effect · rule auto-close" in page and "SUP-5" in page and "leads to &#39;Closed&#39;" in page

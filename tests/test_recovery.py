@@ -210,3 +210,32 @@ def test_a_timer_of_a_rule_removed_from_the_file_is_dropped(service, jira, sendg
     assert service.timers.get("renamed-rule", KEY) is None
     assert "timer dropped" in kinds(service)
 
+
+
+# -- effects refused for good ------------------------------------------------------------
+
+def test_a_rule_whose_effect_jira_refused_is_kept_and_retried_once_the_workflow_is_fixed(settings, redis, sendgrid):
+    from tests.standins.jira import DEFAULT_WORKFLOW, Workflow
+
+    broken = {"Resolved": {"Reopen": "Reopened"}, "Reopened": {"Resolve": "Resolved"}, "Open": {"Resolve": "Resolved"}}
+    with JiraStandIn(workflow=broken) as jira:
+        jira.add_user(account_id="acc-jane", email="jane@customer.example")
+        jira.add_issue(KEY, status="Open", reporter="acc-jane")
+        ctx = service_context(settings, redis, jira, sendgrid)
+        try:
+            deliver(ctx, move(jira, KEY, "Resolved"), "d1")
+            fire_due(ctx, time.time() + 6 * 86400)
+            [failure] = ctx.failures.list()
+            assert (failure.kind, failure.ticket) == ("effect", KEY)
+            assert "transition failed: no transition of SUP-1 leads to 'Closed'" in failure.reason
+            assert sent(sendgrid, "auto_closed") == []
+
+            jira.workflow = Workflow(DEFAULT_WORKFLOW)                 # an admin fixes the workflow
+            ctx.failures.retry(failure.job_id, ctx.queue)
+            run_worker(ctx, burst=True)
+        finally:
+            process_context.use(None)
+        assert jira.issue(KEY)["fields"]["status"]["name"] == "Closed"
+    assert len(sent(sendgrid, "auto_closed")) == 1
+    assert ctx.failures.list() == []
+    assert "rule retried" in kinds(ctx)

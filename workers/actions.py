@@ -19,6 +19,7 @@ from .stores.audit import Audit
 from .rendering.emails import Renderer
 from .core.events import Comment, Person, TicketEvent
 from .exceptions import EffectBusy, JiraError, MailError, NotifyError, RecipientInvalid, RecipientUnknown
+from .failures import RULE_FUNC
 from .stores.ledger import FINISHED, EffectLedger
 from .clients.mail import Message
 from .core.rules import Action, CommentAction, RuleSet, TransitionAction
@@ -96,6 +97,7 @@ class Effects:
     jira_base_url: str | None = None
     notifier: object = None
     metrics: object = None
+    failures: object = None     # where a rule whose effect failed for good is kept for a retry
 
     def perform_rule(self, rule: str, steps, ticket: Ticket, effect_prefix: str,
                      claim_seconds: float | None = None) -> None:
@@ -127,6 +129,9 @@ class Effects:
                 except (JiraError, MailError, NotifyError) as e:
                     self._finish(ticket, effect_id, rule, action, "failed", str(e))
                     blocked = f"{action.kind} failed"
+                    if self.failures is not None:
+                        self.failures.record(f"effect-{effect_prefix}-{rule}", RULE_FUNC, (effect_prefix, rule, ticket.key),
+                                             ticket.key, f"{action.kind} failed: {e}"[:500], 1)
                     continue
                 except RecipientUnknown as e:
                     state, detail = "skipped", str(e)

@@ -50,18 +50,19 @@ class Context:
         ticket_ttl = settings.retention + rules.longest_delay()
         audit = Audit(redis, ttl=ticket_ttl)
         metrics = Metrics(redis, settings.retention)
+        failures = FailureStore(redis, settings.retention)
         ledger = EffectLedger(redis, ttl=settings.retention,
                               claim_seconds=settings.job_timeout + defaults.HEARTBEAT_GRACE_SECONDS)
         effects = Effects(rules=rules, jira=make_jira(settings), mailer=make_mailer(settings),
                           renderer=Renderer(settings.templates_dir, rules.locale), ledger=ledger,
                           audit=audit, jira_base_url=settings.jira_base_url, notifier=Notifier(os.environ),
-                          metrics=metrics)
+                          metrics=metrics, failures=failures)
         effects.jira.timing = lambda seconds: metrics.observe("remote", seconds, "jira")
         effects.mailer.timing = lambda seconds: metrics.observe("remote", seconds, "sendgrid")
         return cls(settings, redis, rules, make_queue(redis, settings.queue_name),
                    DeliveryStore(redis, keep=settings.retention), TicketStore(redis, ticket_ttl),
                    TimerStore(redis, lease=settings.job_timeout + defaults.HEARTBEAT_GRACE_SECONDS), audit, effects,
-                   FailureStore(redis, settings.retention))
+                   failures)
 
 
 _context: Context | None = None

@@ -26,6 +26,7 @@ INDEX_KEY = "relance:failures"          # zset: job id -> when it gave up, epoch
 
 DELIVERY_FUNC = "workers.jobs.process_delivery"
 TIMER_FUNC = "workers.jobs.fire_timer"
+RULE_FUNC = "workers.jobs.retry_rule"         # a rule one of whose effects JIRA or the mail provider refused
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Failure:
 
     @property
     def kind(self) -> str:
-        return "delivery" if self.func == DELIVERY_FUNC else "timer" if self.func == TIMER_FUNC else self.func
+        return {DELIVERY_FUNC: "delivery", TIMER_FUNC: "timer", RULE_FUNC: "effect"}.get(self.func, self.func)
 
 
 class FailureStore:
@@ -116,6 +117,8 @@ def on_job_failure(job, connection, exc_type, exc_value, traceback) -> None:
     ticket = None
     if job.func_name == TIMER_FUNC and args:
         ticket = split_member(args[0])[1]
+    elif job.func_name == RULE_FUNC and len(args) >= 3:
+        ticket = args[2]
     elif job.func_name == DELIVERY_FUNC and args:
         try:
             body = ctx.deliveries.body(args[0])

@@ -290,6 +290,40 @@ def split_generation(generation: str) -> tuple[str, int]:
     return (base, int(n)) if sep and n.isdigit() else (generation, 0)
 
 
+def retry_rule(prefix: str, rule_name: str, key: str) -> str:
+    """RQ job: perform again a rule one of whose effects was refused for good (say, no transition led to
+    Closed until the workflow was fixed). The refused effect and those it stopped are reopened in the
+    ledger; effects already done stay done. The ticket is read from JIRA again (from relance's memory in
+    dry run), so the rule acts on the ticket as it is now."""
+    with about(ticket=key):
+        ctx = current()
+        rule = ctx.rules.rule(rule_name)
+        if rule is None:
+            ctx.audit.record(key, "retry dropped", rule=rule_name, why="rule removed from the rules file")
+            return "rule gone"
+        for index in range(len(rule.do)):
+            effect_id = f"{prefix}:{rule_name}:{index}"
+            entry = ctx.effects.ledger.get(effect_id)
+            if entry.get("state") == "failed" or (entry.get("state") == "skipped"
+                                                  and entry.get("detail", "").startswith("not done:")):
+                ctx.effects.ledger.reopen(effect_id)
+        memory = ctx.tickets.memory(key)
+        extra = dict(since_ms=memory.since_ms, times_reopened=ctx.tickets.entries(key, "reopened"))
+        if ctx.effects.jira.dry_run:
+            ticket = Ticket.from_snapshot({**(ctx.tickets.snapshot(key) or {"key": key}), "status": memory.status},
+                                          **extra)
+        else:
+            issue = _jira_issue(ctx, key)
+            if issue is None:
+                ctx.audit.record(key, "retry dropped", rule=rule_name, why="JIRA no longer shows the ticket")
+                return "ticket gone"
+            ticket = Ticket.from_issue(key, issue, **extra)
+        ctx.audit.record(key, "rule retried", rule=rule_name, effects=prefix)
+        steps = [(e.index, e.action) for e in plan_effects(ctx.rules, rule_name)]
+        ctx.effects.perform_rule(rule_name, steps, ticket, prefix, _time_left())
+        return "retried"
+
+
 def _drop(ctx: Context, member: str, generation: str, key: str, rule_name: str, why: str) -> str:
     ctx.timers.release(member, generation)
     ctx.audit.record(key, "timer dropped", rule=rule_name, why=why)

@@ -89,6 +89,10 @@ class EffectLedger:
         raw = self.redis.get(self.key(effect_id) + ":sent")
         return json.loads(zlib.decompress(raw)) if raw else None
 
+    def reopen(self, effect_id: str) -> None:
+        """Forget an effect's outcome (and intent), so that it is performed again."""
+        self.redis.delete(self.key(effect_id))
+
     def claim(self, effect_id: str, seconds: float | None = None) -> str | None:
         """Take the effect's claim for ``seconds`` (default: a job's whole time); a token to release
         it, or None if another execution holds it."""
