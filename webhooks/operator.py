@@ -170,7 +170,7 @@ def home():
     edge = _edge()
     counts = {"timers": timers.count(), "failures": failures.count(), "queue": views.queue_depth(edge.queue)}
     return render_template("operator/home.html", counts=counts, recent=audit.recent(30),
-                           soon=views.pending_timers(edge.redis, 0, 5))
+                           soon=timers.pending(5))
 
 
 @bp.get("/tickets")
@@ -213,7 +213,7 @@ def sent_email(effect_id):
 def timers_page():
     offset = _offset()
     _, timers, _ = _stores()
-    rows = views.pending_timers(_edge().redis, offset, PAGE + 1)
+    rows = timers.pending(PAGE + 1, offset)
     return render_template("operator/timers.html", timers=rows[:PAGE], offset=offset,
                            parked=views.parked(_edge().redis, rows[:PAGE]),
                            more=len(rows) > PAGE, total=timers.count())

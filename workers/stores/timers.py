@@ -60,18 +60,11 @@ if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
 end
 return 0
 """
-# Replace a fired timer by its next firing (ARGV[3] due, ARGV[4] generation), if it is still this generation.
+# Set a timer's due time (ARGV[3]) and generation (ARGV[4]), if it is still generation ARGV[2]:
+# a fired timer's next firing, or a timer whose job gave up, parked.
 _REARM = """
 if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-  return 1
-end
-return 0
-"""
-# Move a timer whose job gave up to ARGV[3], if it is still this generation.
-_PARK = """
-if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
   return 1
 end
@@ -106,7 +99,6 @@ class TimerStore:
         self.lease = lease
         self._claim = redis.register_script(_CLAIM)
         self._release = redis.register_script(_RELEASE)
-        self._park = redis.register_script(_PARK)
         self._rearm = redis.register_script(_REARM)
 
     def arm(self, rule: str, ticket: str, due: float, generation: str, pipe=None) -> None:
@@ -146,7 +138,7 @@ class TimerStore:
 
     def park(self, value: str, generation: str, until: float) -> bool:
         """Keep a timer whose job gave up, due again only at ``until`` (unless retried before)."""
-        return bool(self._park(keys=[PENDING_KEY, GENERATION_KEY], args=[value, generation, until]))
+        return self.rearm(value, generation, until, generation)
 
     def get(self, rule: str, ticket: str) -> PendingTimer | None:
         m = member(rule, ticket)
@@ -156,9 +148,9 @@ class TimerStore:
         due, gen = pipe.execute()
         return PendingTimer(rule, ticket, due, text(gen)) if due is not None and gen else None
 
-    def pending(self, limit: int = 100) -> list[PendingTimer]:
-        """The next timers to fire, soonest first."""
-        rows = self.redis.zrange(PENDING_KEY, 0, limit - 1, withscores=True)
+    def pending(self, limit: int = 100, offset: int = 0) -> list[PendingTimer]:
+        """The next timers to fire, soonest first, from ``offset``: one ZRANGE and one HMGET."""
+        rows = self.redis.zrange(PENDING_KEY, offset, offset + limit - 1, withscores=True)
         gens = self.redis.hmget(GENERATION_KEY, [m for m, _ in rows]) if rows else []
         return [PendingTimer(*split_member(text(m)), due, text(g)) for (m, due), g in zip(rows, gens) if g]
 

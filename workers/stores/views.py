@@ -18,7 +18,7 @@ from .. import defaults
 from .audit import Audit
 from .connection import text
 from ..failures import FailureStore
-from .timers import GENERATION_KEY, PENDING_KEY, PendingTimer, TimerStore, job_id, split_member
+from .timers import GENERATION_KEY, PENDING_KEY, PendingTimer, TimerStore, job_id, member
 
 DELIVERY_LOG_KEY = "relance:deliveries:log"     # stream: the latest webhooks and their verdict
 DELIVERY_LOG_MAX = 10_000
@@ -44,20 +44,13 @@ def _is_entry_id(value: str) -> bool:
     return bool(dash) and ms.isdigit() and seq.isdigit() and len(value) <= 41
 
 
-def pending_timers(redis: Redis, offset: int = 0, limit: int = 100) -> list[PendingTimer]:
-    """Pending timers soonest first, from ``offset``: one ZRANGE and one HMGET."""
-    rows = redis.zrange(PENDING_KEY, offset, offset + limit - 1, withscores=True)
-    gens = redis.hmget(GENERATION_KEY, [m for m, _ in rows]) if rows else []
-    return [PendingTimer(*split_member(text(m)), due, text(g)) for (m, due), g in zip(rows, gens) if g]
-
-
 def parked(redis: Redis, timers: list[PendingTimer]) -> set[tuple[str, str]]:
     """Which of these timers are parked: their job gave up (a failure is recorded): one round trip."""
     if not timers:
         return set()
     pipe = redis.pipeline(transaction=False)
     for t in timers:
-        pipe.exists(FailureStore.key(job_id(f"{t.rule}|{t.ticket}", t.generation)))
+        pipe.exists(FailureStore.key(job_id(member(t.rule, t.ticket), t.generation)))
     return {(t.rule, t.ticket) for t, found in zip(timers, pipe.execute()) if found}
 
 
@@ -78,7 +71,7 @@ def ticket_timers(timers: TimerStore, rule_names, ticket: str) -> list[PendingTi
 def gave_up(timers: TimerStore, rule: str, ticket: str, generation: str) -> bool:
     """Whether this timer's job gave up (it is parked): only a retry of that failure runs it again,
     since its job id, kept in RQ's failed registry, cannot be queued twice."""
-    return bool(timers.redis.exists(FailureStore.key(job_id(f"{rule}|{ticket}", generation))))
+    return bool(timers.redis.exists(FailureStore.key(job_id(member(rule, ticket), generation))))
 
 
 def run_now(timers: TimerStore, audit: Audit, rule: str, ticket: str, generation: str, user: str) -> bool:
