@@ -94,29 +94,32 @@ def _apply_delivery(ctx: Context, delivery_id: str, key: str, event: TicketEvent
     roles_matter = event.adds_comment or ctx.rules.reads_roles()
     automation = ctx.effects.jira.own_accounts() if roles_matter else frozenset()
     customers = ctx.effects.jira.customer_accounts(ctx.rules.customer_groups) if roles_matter else frozenset()
+    issue = None
     if event.adds_comment and event.reporter is None and not ctx.effects.jira.dry_run \
             and ctx.tickets.memory(key).reporter is None:
         # A Cloud comment event does not name the reporter, and relance has not met the ticket yet.
-        issue = _jira_issue(ctx, key) or {}
-        event = replace(event, reporter=_person((issue.get("fields") or {}).get("reporter")))
+        issue = _jira_issue(ctx, key)
+        event = replace(event, reporter=_person(((issue or {}).get("fields") or {}).get("reporter")))
     with ctx.tickets.lock(key):
         stored = ctx.deliveries.plan(delivery_id)
         if stored is None:
             stored = _decide_and_record(ctx, delivery_id, key, event, automation, customers)
     plan = json.loads(stored)
     if plan["effects"]:
-        _perform_planned(ctx, delivery_id, key, event, plan["effects"])
+        _perform_planned(ctx, delivery_id, key, event, plan["effects"], issue)
     ctx.deliveries.mark_done(delivery_id, plan["summary"])
     return plan["summary"]
 
 
-def _perform_planned(ctx: Context, delivery_id: str, key: str, event: TicketEvent, planned: dict) -> None:
+def _perform_planned(ctx: Context, delivery_id: str, key: str, event: TicketEvent, planned: dict,
+                     issue: dict | None = None) -> None:
+    """Perform the planned rules' effects; ``issue``: the ticket as JIRA showed it moments ago, if read."""
     memory = ctx.tickets.memory(key)
     extra = dict(since_ms=memory.since_ms or event.timestamp_ms, times_reopened=ctx.tickets.entries(key, "reopened"))
     if ctx.effects.jira.dry_run:
         ticket = Ticket.from_snapshot({**event.snapshot(), "key": key}, event=event, **extra)
     else:
-        issue = _jira_issue(ctx, key)
+        issue = issue or _jira_issue(ctx, key)
         if issue is None:
             for rule_name in planned:
                 ctx.audit.record(key, "rule skipped", rule=rule_name, delivery=delivery_id,
