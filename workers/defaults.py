@@ -60,6 +60,12 @@ HTTP_TIMEOUT_SECONDS = 10.0
 INLINE_RETRY_AFTER_SECONDS = 10
 INLINE_RETRIES = 2
 
+# Email both ways (docs/email.md)
+REPLY_TOKEN_DAYS = 180                  # a reply address works this long after its email was sent
+INBOUND_MAX_BODY_BYTES = 32 * 1024 * 1024   # Inbound Parse posts reach 30 MB
+REPLY_FLOOD_PER_HOUR = 20               # replies taken from one sender per hour; more are refused
+MAIL_EVENT_TTL_SECONDS = 7 * 24 * 3600  # how long an Event Webhook sg_event_id is remembered for dedupe
+
 # Embedded defaults
 OUTBOX_DIR = "outbox"
 EMBEDDED_REDIS_DIR = ".relance/redis"

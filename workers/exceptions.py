@@ -71,3 +71,27 @@ class RecipientUnknown(RelanceError):
 
 class RecipientInvalid(MailError):
     """An email's recipient address is not one a message can be sent to (say, it holds a line break)."""
+
+
+class ReplyRefused(RelanceError):
+    """An email reply relance will not post to JIRA. ``reason`` is a short code
+    (forged_token, expired_token, wrong_sender, auto_reply, spf_fail, dkim_fail, flood, ...)."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class ReplyTokenInvalid(ReplyRefused):
+    """A reply address that relance did not issue (forged, mistyped, or signed with another key)."""
+
+    def __init__(self, message: str):
+        super().__init__("forged_token", message)
+
+
+class ReplyTokenExpired(ReplyRefused):
+    """A genuine reply address past REPLY_TOKEN_TTL."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__("expired_token", message)
+        self.key = key

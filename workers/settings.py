@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -19,7 +20,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Fields that hold credentials: SecretStr, so no repr, log line or traceback shows them.
 SECRETS = ("jira_api_token", "jira_pat", "jira_webhook_secret", "jira_webhook_token", "sendgrid_api_key",
-           "operator_password")
+           "operator_password", "secret_key")
 
 
 class _Environment:
@@ -107,6 +108,20 @@ def _float(env, name, default):
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
 
 
+_DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+
+
+def _reply_domain(raw: str | None) -> str | None:
+    """REPLY_DOMAIN lower-cased: a DNS name (replies.example.com), not an address or a URL."""
+    if raw is None:
+        return None
+    value = raw.strip().lower().rstrip(".")
+    if not _DOMAIN.fullmatch(value):
+        raise ConfigError(f"REPLY_DOMAIN must be a domain name such as replies.example.com (its MX points to "
+                          f"SendGrid Inbound Parse), got {raw!r}")
+    return value
+
+
 def _log_format(raw: str | None) -> str:
     from .logs import FORMATS
     value = (raw or "text").strip().lower()
@@ -149,6 +164,12 @@ class Settings:
     reconcile_interval: int = defaults.RECONCILE_INTERVAL_SECONDS
     log_format: str = "text"
     metrics_public: bool = False
+    # Email both ways (docs/email.md)
+    secret_key: SecretStr | None = None             # RELANCE_SECRET_KEY: signs reply addresses
+    reply_domain: str | None = None                 # REPLY_DOMAIN: where Inbound Parse receives replies
+    reply_accept_any_sender: bool = False
+    reply_token_days: int = defaults.REPLY_TOKEN_DAYS
+    sendgrid_webhook_public_key: str | None = None  # verifies Inbound Parse and Event Webhook posts
 
     @property
     def jira_configured(self) -> bool:
@@ -157,6 +178,11 @@ class Settings:
     @property
     def sendgrid_configured(self) -> bool:
         return bool(self.sendgrid_api_key)
+
+    @property
+    def replies_enabled(self) -> bool:
+        """Customer emails carry a signed Reply-To at REPLY_DOMAIN (checked: then RELANCE_SECRET_KEY is set)."""
+        return bool(self.reply_domain)
 
     def __post_init__(self):
         for name in SECRETS:
@@ -190,6 +216,14 @@ class Settings:
         if get("SENDGRID_API_KEY") and not get("MAIL_FROM"):
             raise ConfigError("SENDGRID_API_KEY is set but MAIL_FROM is not: set it to a sender SendGrid has "
                               "verified, e.g. MAIL_FROM='Support <support@example.com>'")
+        reply_domain = _reply_domain(get("REPLY_DOMAIN"))
+        if reply_domain and not get("RELANCE_SECRET_KEY"):
+            raise ConfigError("REPLY_DOMAIN is set but RELANCE_SECRET_KEY is not: set it to a long random string "
+                              "(python -c 'import secrets; print(secrets.token_urlsafe(32))'); it signs the "
+                              "reply addresses so that nobody can forge one")
+        if get("RELANCE_SECRET_KEY") and len(get("RELANCE_SECRET_KEY")) < 16:
+            raise ConfigError("RELANCE_SECRET_KEY is too short: give at least 16 characters (32 random bytes "
+                              "from secrets.token_urlsafe(32) is right)")
         rules = get("RULES_FILE")
         return cls(
             redis_url=get("REDIS_URL"),
@@ -217,6 +251,11 @@ class Settings:
             reconcile_interval=_duration(env, "RELANCE_RECONCILE_INTERVAL", cls.reconcile_interval),
             log_format=_log_format(get("LOG_FORMAT")),
             metrics_public=(get("METRICS_PUBLIC") or "").strip().lower() in ("1", "true", "yes"),
+            secret_key=get("RELANCE_SECRET_KEY"),
+            reply_domain=reply_domain,
+            reply_accept_any_sender=_flag(env, "REPLY_ACCEPT_ANY_SENDER"),
+            reply_token_days=int(_duration(env, "REPLY_TOKEN_TTL", defaults.REPLY_TOKEN_DAYS * 86400) // 86400) or 1,
+            sendgrid_webhook_public_key=get("SENDGRID_WEBHOOK_PUBLIC_KEY"),
         )
 
     def replace(self, **changes) -> "Settings":
