@@ -9,21 +9,25 @@ from __future__ import annotations
 import json
 import logging
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Request, Response, current_app, request
 from redis.exceptions import RedisError
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from workers.stores.deliveries import delivery_id
 from workers.core.events import HANDLED_EVENTS, ISSUE_KEY, identity_problem
-from workers.stores.queue import enqueue_delivery
+from workers.failures import DELIVERY_FUNC
+from workers.stores.intake import CODES
+from workers.stores.queue import delivery_job_id
 from workers.stores.views import log_delivery
 
 from .signature import verify, verify_token
 
 bp = Blueprint("jira", __name__)
 log = logging.getLogger("relance.webhooks")
+PATH = "/webhooks/jira"
 
 
-def _unauthenticated(settings, body: bytes) -> str | None:
+def _unauthenticated(settings, request: Request, body: bytes) -> str | None:
     """Why this request is not authenticated, or None. Each credential that is set is required:
     with both a secret and a token, a delivery needs the right signature and the right token."""
     token = settings.reveal("jira_webhook_token")
@@ -37,13 +41,14 @@ def _unauthenticated(settings, body: bytes) -> str | None:
     return None
 
 
-def answer(code: int, **body):
+def answer(app: Flask, code: int, seen: dict | None = None, **body) -> Response:
     """The JSON answer, counted in relance_deliveries_total by its verdict and added to the
-    dashboard's capped delivery log: one pipelined write, never failing the answer."""
+    dashboard's capped delivery log (with the ticket and event ``seen`` in the body): one
+    pipelined write, never failing the answer."""
     verdict = ("queued" if code == 202 else body.get("status", "accepted") if code < 300
                else "unavailable" if code >= 500 else "unauthorized" if code == 401 else "rejected")
-    edge = current_app.extensions["relance"]
-    seen = g.get("webhook", {})
+    edge = app.extensions["relance"]
+    seen = seen or {}
     try:
         pipe = edge.redis.pipeline(transaction=False)
         if edge.metrics is not None:
@@ -54,52 +59,70 @@ def answer(code: int, **body):
         pipe.execute()
     except RedisError as e:
         log.debug("delivery verdict not logged: %s", e)
-    response = jsonify(body)
+    return _response(app, code, body)
+
+
+def _response(app: Flask, code: int, body: dict) -> Response:
+    response = app.json.response(body)           # what jsonify answers, without an app context
     response.status_code = code
     return response
 
 
-@bp.post("/webhooks/jira")
-def receive():
-    edge = current_app.extensions["relance"]
+@bp.post(PATH)
+def receive_in_flask():
+    """The route in Flask's URL map (its 405 for other methods, url_for); requests reach ``receive``
+    through ``webhooks.FastRoutes`` before Flask's dispatch, this view only if that is bypassed."""
+    return receive(current_app._get_current_object(), request._get_current_object())
+
+
+def receive(app: Flask, request: Request) -> Response:
+    """Answer one JIRA delivery. Needs no Flask context: ``webhooks.FastRoutes`` calls it before
+    Flask's dispatch, whose contexts and URL matching cost as much as a bare endpoint's work."""
+    try:
+        return _receive(app, request)
+    except HTTPException as e:                      # 413: a body over MAX_CONTENT_LENGTH
+        return answer(app, e.code, error=e.name.lower(), reason=e.description)
+    except Exception:
+        log.exception("Exception on %s [%s]", request.path, request.method)
+        error = InternalServerError()
+        return answer(app, error.code, error=error.name.lower(), reason=error.description)
+
+
+def _receive(app: Flask, request: Request) -> Response:
+    edge = app.extensions["relance"]
     body = request.get_data(cache=False)      # raw bytes; 413 past MAX_CONTENT_LENGTH
-    problem = _unauthenticated(edge.settings, body)
+    problem = _unauthenticated(edge.settings, request, body)
     if problem:
-        return answer(401, error="unauthorized", reason=problem)
+        return answer(app, 401, error="unauthorized", reason=problem)
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError) as e:      # RecursionError: absurdly deep nesting
-        return answer(400, error="malformed JSON", reason=str(e)[:200] or e.__class__.__name__)
+        return answer(app, 400, error="malformed JSON", reason=str(e)[:200] or e.__class__.__name__)
     if not isinstance(payload, dict):
-        return answer(400, error="unexpected body", reason="the body must be a JSON object")
+        return answer(app, 400, error="unexpected body", reason="the body must be a JSON object")
     event = payload.get("webhookEvent")
     issue = payload.get("issue")
     key = issue.get("key") if isinstance(issue, dict) else None
-    g.webhook = {"event": event if isinstance(event, str) else None,
-                 "ticket": key.upper() if isinstance(key, str) and ISSUE_KEY.fullmatch(key.upper()) else None}
+    seen = {"ticket": key.upper() if isinstance(key, str) and ISSUE_KEY.fullmatch(key.upper()) else None,
+            "event": event if isinstance(event, str) else None}
     if event is not None and not isinstance(event, str):
-        return answer(400, error="unexpected body", reason="'webhookEvent' must be a string")
+        return answer(app, 400, seen, error="unexpected body", reason="'webhookEvent' must be a string")
     if event is None and not (isinstance(payload.get("issue"), dict) and "changelog" in payload):
-        return answer(400, error="not a JIRA webhook", reason="no 'webhookEvent' in the body")
+        return answer(app, 400, seen, error="not a JIRA webhook", reason="no 'webhookEvent' in the body")
     if event is not None and event not in HANDLED_EVENTS:
-        return answer(200, status="ignored", reason=f"no rule reads {event} events")
+        return answer(app, 200, seen, status="ignored", reason=f"no rule reads {event} events")
     problem = identity_problem(payload)
     if problem:
-        return answer(200, status="ignored", reason=problem)
+        return answer(app, 200, seen, status="ignored", reason=problem)
 
     did = delivery_id(request.headers.get("X-Atlassian-Webhook-Identifier"), body)
     try:
-        fresh = edge.deliveries.put(did, body)
-        if not fresh and edge.deliveries.is_done(did):
-            return answer(200, status="duplicate", delivery=did)
-        # Queue even a redelivery whose job is missing (Redis failed between the two writes):
-        # the job id is unique, and a processed delivery is a no-op.
-        queued = enqueue_delivery(edge.queue, did, edge.settings.job_timeout)
+        # One round trip: store, dedupe, queue, count and log (a redelivery whose job is missing is queued again).
+        verdict = edge.intake.accept(did, body, DELIVERY_FUNC, delivery_job_id(did), (did,),
+                                     timeout=edge.settings.job_timeout, log={**seen, "delivery": did})
     except RedisError as e:
         log.error("webhook %s not accepted, Redis unavailable: %s", did, e)
-        response = answer(503, error="queue unavailable", reason="Redis is unreachable; retry later")
+        response = answer(app, 503, seen, error="queue unavailable", reason="Redis is unreachable; retry later")
         response.headers["Retry-After"] = str(edge.retry_after)
         return response
-    if not fresh and not queued:
-        return answer(200, status="duplicate", delivery=did)
-    return answer(202, status="queued", delivery=did)
+    return _response(app, CODES[verdict], {"status": verdict, "delivery": did})
