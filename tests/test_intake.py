@@ -17,6 +17,7 @@ from hypothesis import given, settings as hypothesis_settings, strategies as st
 from tests.conftest import payload
 from webhooks import create_app
 from workers.failures import DELIVERY_FUNC, TIMER_FUNC
+from workers.stores.connection import redis_from_url
 from workers.stores.deliveries import DeliveryStore
 from workers.stores.intake import DUPLICATE, QUEUED, Intake, _lua_string
 from workers.stores.metrics import KEY as METRICS_KEY
@@ -155,9 +156,19 @@ def test_rq_info_lists_the_queue_and_its_jobs(client, redis, redis_server):
 
 def test_a_redis_error_reaches_the_caller(redis_server, rules_file):
     from relance.embedded import free_port
-    down = Redis(port=free_port(), socket_timeout=1)
+    down = redis_from_url(f"redis://127.0.0.1:{free_port()}/0", socket_timeout=1)
     with pytest.raises(RedisError):
         Intake(DeliveryStore(down), make_queue(down)).accept("d-1", b"{}", DELIVERY_FUNC, "j", ("d-1",))
+
+
+def test_a_restarted_redis_that_forgot_the_script_and_closed_the_connection_is_served_at_once(redis, intake):
+    assert intake.accept("d-1", b"{}", DELIVERY_FUNC, "delivery-d-1", ("d-1",)) == QUEUED
+    redis.script_flush()
+    redis.client_kill_filter(_type="normal", skipme=True)        # as a restart would, closed once Redis
+    while len(redis.client_list(_type="normal")) > 1:            # gets back to its event loop
+        pass
+    assert intake.accept("d-2", b"{}", DELIVERY_FUNC, "delivery-d-2", ("d-2",)) == QUEUED
+    assert intake.queue.job_ids == ["delivery-d-1", "delivery-d-2"]
 
 
 @hypothesis_settings(max_examples=50, deadline=None)
