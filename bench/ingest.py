@@ -1,19 +1,22 @@
 """Webhook ingest: relance's POST /webhooks/jira against a bare Flask endpoint answering 202. Prints Markdown.
 
-    .venv/bin/python bench/ingest.py [--seconds 10] [--repeat 3] [--rate-seconds 10]
+    .venv/bin/python bench/ingest.py [--seconds 10] [--repeat 3] [--rate-seconds 10] [--rate N]
 
-Both apps run under gunicorn with the same settings (``--workers 2``, sync workers, no access
-log), against a Redis this script starts, on the same machine as the load generator.
+Three apps run under gunicorn with the same settings (``--workers 2``, sync workers, no access
+log), against a Redis this script starts, on the same machine as the load generator: relance, a
+bare Flask endpoint answering 202, and that endpoint storing the body first (one Redis SET, the
+least any endpoint keeping a delivery before its 202 can cost; bench/baseline_app.py).
 
 1. Saturation: wrk (Debian: ``apt-get install -y wrk``) with 2 threads and 32 connections posts
    a real 11 KB JIRA body with a fresh X-Atlassian-Webhook-Identifier per request
    (bench/deliveries.lua), so every request to relance is stored and queued, none is a duplicate.
-   The two apps take turns, ``--repeat`` times, so each ratio compares runs seconds apart.
-2. Latency at a fixed rate: half the bare endpoint's median saturation rate, open loop. Debian's
-   wrk has no ``-R`` (that is wrk2), so this script sends the requests itself (asyncio): request
+   The apps take turns, ``--repeat`` times, so each ratio compares runs seconds apart.
+2. Latency at a fixed rate, open loop: half the bare endpoint's median saturation rate (the goal),
+   and half relance's own (what it sustains without queueing), or ``--rate``. Debian's
+   wrk has no ``-R`` (that is wrk2), so this script sends them itself (one selector): request
    i at t0 + i/rate, each on a new connection (gunicorn's sync workers close each one), its
    latency counted from its scheduled instant, so a stall delays no request unmeasured (as wrk2
-   corrects for coordinated omission). Both apps, same rate, same run.
+   corrects for coordinated omission). Every app, same rates, same run.
 3. Cost per request: Redis commands from INFO commandstats over relance's saturation runs;
    commands sent by clients (scripts' own commands excluded), from MONITOR over 100 sequential
    deliveries: the round trips; CPU time of the web workers, Redis and wrk from /proc.
@@ -102,7 +105,8 @@ def wrk(url: str, seconds: int, watch=()) -> dict:
 def fixed_rate(url: str, rate: float, seconds: float, tag: str) -> dict:
     """Open-loop latency at ``rate`` requests/s for ``seconds``: request i is sent at t0 + i/rate on a
     connection opened then (as a webhook sender does; a sync worker waits on a connection opened
-    early), and its latency, in milliseconds, runs from that scheduled instant to the server's close."""
+    early), and its latency, in milliseconds, runs from that scheduled instant to the server's close.
+    Requests unanswered 10 s after the last one was due count as errors (an overloaded server)."""
     host, port = url.removeprefix("http://").split(":")
     address, body = (host, int(port)), BODY.read_bytes()
     selector = selectors.DefaultSelector()
@@ -146,7 +150,8 @@ def fixed_rate(url: str, rate: float, seconds: float, tag: str) -> dict:
         else:
             errors += 1
 
-    while sent < n or selector.get_map():
+    give_up = start + seconds + 10                  # an overloaded server: what is unanswered by then is an error
+    while (sent < n or selector.get_map()) and time.monotonic() < give_up:
         now = time.monotonic()
         while sent < n and start + sent / rate <= now:
             begin(sent, start + sent / rate)
@@ -154,6 +159,11 @@ def fixed_rate(url: str, rate: float, seconds: float, tag: str) -> dict:
         wait = max(0.0, start + sent / rate - time.monotonic()) if sent < n else 1.0
         for key, mask in (selector.select(wait) if selector.get_map() else time.sleep(wait) or ()):
             step(key, mask)
+    for key in list(selector.get_map().values()):
+        selector.unregister(key.fileobj)
+        key.fileobj.close()
+        errors += 1
+    errors += n - sent
     elapsed = time.monotonic() - start
     latencies.sort()
     q = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000  # noqa: E731
@@ -191,7 +201,8 @@ def _add(total: dict | None, more: dict) -> dict:
     return total
 
 
-def measure(redis_url: str, redis_pid: int, seconds: int, repeat: int, rate_seconds: int) -> dict:
+def measure(redis_url: str, redis_pid: int, seconds: int, repeat: int, rate_seconds: int,
+            rate: float | None = None) -> dict:
     env = {**os.environ, "REDIS_URL": redis_url}
     redis = Redis.from_url(redis_url)
     servers = {name: serve(app, env) for name, app in APPS.items()}
@@ -212,16 +223,19 @@ def measure(redis_url: str, redis_pid: int, seconds: int, repeat: int, rate_seco
                     stats["saturation"] = _add(stats.get("saturation"), commandstats(redis))
                 redis.config_resetstat()
         relance_requests = sum(r["requests"] for r in runs["relance"])
-        half = statistics.median(r["rate"] for r in runs["bare Flask"]) / 2
-        latency = {name: fixed_rate(url, half, rate_seconds, f"fixed-{time.time_ns()}")
-                   for name, (proc, url) in servers.items()}
+        median = {name: statistics.median(r["rate"] for r in rs) for name, rs in runs.items()}
+        rates = {f"{rate:.0f} requests/s, set by --rate": rate} if rate else {
+            "half the bare endpoint's median saturation rate (the goal's)": median["bare Flask"] / 2,
+            "half relance's own median saturation rate": median["relance"] / 2}
+        latency = {label: {name: fixed_rate(url, r, rate_seconds, f"fixed-{time.time_ns()}")
+                           for name, (proc, url) in servers.items()} for label, r in rates.items()}
         monitored = client_commands(redis_url, servers["relance"][1])
         queued = redis.llen("rq:queue:relance")
     finally:
         for proc, _ in servers.values():
             proc.terminate()
             proc.wait()
-    return {"runs": runs, "latency": latency, "half": half, "monitored": monitored, "queued": queued,
+    return {"runs": runs, "latency": latency, "monitored": monitored, "queued": queued,
             "relance_requests": relance_requests, "commandstats": stats["saturation"]}
 
 
@@ -231,7 +245,7 @@ def report(m: dict, seconds: int) -> str:
     lines.append(f"## Ingest ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
                  f"load average {load:.1f} at the end)\n")
     lines.append(f"Saturation: wrk -t2 -c32 -d{seconds}s, 11 KB body, fresh delivery ids; gunicorn --workers "
-                 f"{WEB_WORKERS} (sync), both apps, taking turns\n")
+                 f"{WEB_WORKERS} (sync), the apps taking turns\n")
     names = list(runs)
     lines.append("| run | " + " | ".join(f"{n} req/s (p50, p99)" for n in names) + " | relance / bare |")
     lines.append("| --- " * (len(names) + 2) + "|")
@@ -247,21 +261,24 @@ def report(m: dict, seconds: int) -> str:
                  f"{min(ratios):.2f}-{max(ratios):.2f}); relance / bare Flask + Redis SET: "
                  f"{statistics.median(floor):.2f}x ({min(floor):.2f}-{max(floor):.2f}); "
                  f"non-2xx or socket errors: {errors}\n")
-    lines.append(f"Latency at a fixed rate, open loop: {m['half']:.0f} requests/s (half the bare endpoint's "
-                 "median saturation rate), from each request's scheduled instant\n")
-    lines.append("| endpoint | achieved req/s | p50 | p99 | max | errors |\n| --- | --- | --- | --- | --- | --- |")
-    for name, r in m["latency"].items():
-        lines.append(f"| {name} | {r['achieved']:.0f} | {r['p50']:.2f} ms | {r['p99']:.2f} ms | "
-                     f"{r['max']:.2f} ms | {r['errors']} |")
+    for label, results in m["latency"].items():
+        rate = next(iter(results.values()))["rate"]
+        lines.append(f"Latency at a fixed rate, open loop, from each request's scheduled instant: {rate:.0f} "
+                     f"requests/s, {label}\n")
+        lines.append("| endpoint | achieved req/s | p50 | p99 | max | errors |\n| --- | --- | --- | --- | --- | --- |")
+        for name, r in results.items():
+            lines.append(f"| {name} | {r['achieved']:.0f} | {r['p50']:.2f} ms | {r['p99']:.2f} ms | "
+                         f"{r['max']:.2f} ms | {r['errors']} |")
+        lines.append("")
     n = m["relance_requests"]
     stats = {k: v for k, v in m["commandstats"].items() if k not in ("config|resetstat", "info")}
     calls = ", ".join(f"{k.upper()} {c / n:.2f}" for k, (c, _) in sorted(stats.items(), key=lambda kv: -kv[1][0]))
-    usec = sum(u for _, u in stats.values()) / n
+    usec = sum(u for k, (_, u) in stats.items() if k.upper() in m["monitored"]) / n    # scripts' included once
     sent = ", ".join(f"{k} {v:.2f}" for k, v in sorted(m["monitored"].items()))
-    lines.append(f"\nRedis per accepted delivery: commands sent by the web (MONITOR, 100 deliveries): **{sent}**; "
+    lines.append(f"Redis per accepted delivery: commands sent by the web (MONITOR, 100 deliveries): **{sent}**; "
                  f"commands run (INFO commandstats, {n} deliveries, scripts' commands included): {calls}; "
-                 f"{usec:.0f} µs of Redis time. Queued jobs: {m['queued']} for {n} relance requests counted "
-                 "by wrk (plus the fixed-rate and monitored ones, and any wrk cut off at its end).\n")
+                 f"{usec:.0f} µs of Redis time (commandstats). Queued jobs: {m['queued']} for {n} relance "
+                 "requests counted by wrk (plus the fixed-rate and monitored ones, and any wrk cut off at its end).\n")
     lines.append("CPU time per request (µs, from /proc; median run):\n")
     lines.append("| endpoint | web workers | Redis | wrk |\n| --- | --- | --- | --- |")
     for name, rs in runs.items():
@@ -275,9 +292,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10, help="each wrk run")
     parser.add_argument("--repeat", type=int, default=3, help="wrk runs of each app, taking turns")
     parser.add_argument("--rate-seconds", type=int, default=10, help="the fixed-rate run of each app")
+    parser.add_argument("--rate", type=float, help="requests/s of the fixed-rate runs (default: half the bare "
+                        "endpoint's median saturation rate, then half relance's)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis", persist=False) as redis:
-        m = measure(redis.url, redis.process.pid, args.seconds, args.repeat, args.rate_seconds)
+        m = measure(redis.url, redis.process.pid, args.seconds, args.repeat, args.rate_seconds, args.rate)
     print(report(m, args.seconds))
     return 0
 

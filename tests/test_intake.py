@@ -93,6 +93,13 @@ def test_a_redelivery_whose_job_is_missing_is_queued_again(redis, intake):
     assert intake.queue.job_ids == ["delivery-d-1"]
 
 
+def test_a_new_delivery_whose_job_outlived_its_body_is_answered_queued_and_not_queued_twice(redis, intake):
+    intake.accept("d-1", b"{}", DELIVERY_FUNC, "delivery-d-1", ("d-1",))
+    redis.delete(intake.deliveries.key("d-1"))
+    assert intake.accept("d-1", b"{}", DELIVERY_FUNC, "delivery-d-1", ("d-1",)) == QUEUED
+    assert intake.queue.job_ids == ["delivery-d-1"]
+
+
 def test_without_a_counter_nothing_is_counted(redis):
     Intake(DeliveryStore(redis), make_queue(redis), counter=None).accept("d-1", b"{}", DELIVERY_FUNC, "j", ("d-1",))
     assert not redis.exists(METRICS_KEY) and redis.xlen(DELIVERY_LOG_KEY) == 1

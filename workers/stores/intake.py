@@ -1,8 +1,11 @@
 """A webhook delivery accepted in one Redis round trip: stored, deduped, queued as an RQ job, counted, logged.
 
-One Lua script (atomic: on a Redis failure nothing is half-written) does what
-``DeliveryStore.put``, ``enqueue_call`` (RQ's unique enqueue), the verdict's
-counter and the dashboard's delivery log did in six or so round trips. The job
+One Lua script does what ``DeliveryStore.put``, ``enqueue_call`` (RQ's unique
+enqueue), the verdict's counter and the dashboard's delivery log did in six or
+so round trips. Redis runs a script whole, so a delivery is accepted wholly or
+not at all: with Redis down or full, nothing is written (the route answers 503
+and JIRA retries); with the answer lost on its way back, everything is (the
+retry is then a duplicate). The job
 it writes is the one RQ's ``Queue.enqueue_call(..., unique=True)`` would write
 for relance's job options: its hash is made once per kind of job by RQ's own
 ``Job.to_dict()`` and only the call (``data``, ``description``) and the
@@ -15,7 +18,8 @@ Dedupe rules (those of the JIRA route since #2):
 - a known id whose delivery was processed (its ``:done`` mark): "duplicate", nothing queued;
 - a known id whose job still exists: "duplicate";
 - a known id whose job is missing (lost before it was written, or expired): queued again
-  ("queued"); the job id is unique and a processed delivery is a no-op, so this is safe.
+  ("queued"); the job id is unique and a processed delivery is a no-op, so this is safe;
+- a new id whose job still exists (its body expired first): "queued", the job not queued twice.
 """
 
 from __future__ import annotations
@@ -102,8 +106,9 @@ class JobTemplate:
         if missing:     # pragma: no cover - only an RQ upgrade gets here
             raise RuntimeError(f"RQ's job hash has no {', '.join(missing)}: check workers/stores/intake.py")
         constant = [x for k, v in fields.items() if k not in self.PER_JOB for x in (k, v)]
+        # JOB_FIELDS last, so that no value written into the source is itself replaced
         self.script = (_ACCEPT.replace("JOB_TTL", str(int(job.ttl or -1))).replace("LOG_MAX", str(DELIVERY_LOG_MAX))
-                       .replace("JOB_FIELDS", ", ".join(map(_lua_string, constant))))     # last: values stay as they are
+                       .replace("JOB_FIELDS", ", ".join(map(_lua_string, constant))))
 
     def call(self, args: tuple, at: datetime | None = None) -> tuple[bytes, str, str]:
         """The job's data, description, and created_at (= enqueued_at) for ``func(*args)`` queued ``at`` (now)."""
