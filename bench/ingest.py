@@ -1,11 +1,12 @@
 """Webhook ingest: relance's POST /webhooks/jira against a bare Flask endpoint answering 202. Prints Markdown.
 
-    .venv/bin/python bench/ingest.py [--seconds 10] [--repeat 3] [--rate-seconds 10] [--rate N]
+    .venv/bin/python bench/ingest.py [--seconds 10] [--repeat 3] [--rate-seconds 10] [--rate N] [--workers 2]
 
-Three apps run under gunicorn with the same settings (``--workers 2``, sync workers, no access
-log), against a Redis this script starts, on the same machine as the load generator: relance, a
-bare Flask endpoint answering 202, and that endpoint storing the body first (one Redis SET, the
-least any endpoint keeping a delivery before its 202 can cost; bench/baseline_app.py).
+Three apps run under gunicorn with the same settings (``--workers 2``, the Procfile's default;
+sync workers, no access log), against a Redis this script starts, on the same machine as the
+load generator: relance, a bare Flask endpoint answering 202, and that endpoint storing the
+body first (one Redis SET, the least any endpoint keeping a delivery before its 202 can cost;
+bench/baseline_app.py).
 
 1. Saturation: wrk (Debian: ``apt-get install -y wrk``) with 2 threads and 32 connections posts
    a real 11 KB JIRA body with a fresh X-Atlassian-Webhook-Identifier per request
@@ -52,11 +53,11 @@ APPS = {"bare Flask": "bench.baseline_app:app", "bare Flask + Redis SET": "bench
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def serve(app: str, env: dict, workers: int = WEB_WORKERS, options: tuple = ()) -> tuple[subprocess.Popen, str]:
-    """``app`` under gunicorn (``workers`` sync workers, or as ``options`` say) on a free port, once it answers."""
+def serve(app: str, env: dict, workers: int = WEB_WORKERS) -> tuple[subprocess.Popen, str]:
+    """``app`` under gunicorn (``workers`` sync workers) on a free port, once it answers."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers",
-                             str(workers), *options, app], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                             str(workers), app], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -202,10 +203,10 @@ def _add(total: dict | None, more: dict) -> dict:
 
 
 def measure(redis_url: str, redis_pid: int, seconds: int, repeat: int, rate_seconds: int,
-            rate: float | None = None) -> dict:
+            rate: float | None = None, workers: int = WEB_WORKERS) -> dict:
     env = {**os.environ, "REDIS_URL": redis_url}
     redis = Redis.from_url(redis_url)
-    servers = {name: serve(app, env) for name, app in APPS.items()}
+    servers = {name: serve(app, env, workers) for name, app in APPS.items()}
     runs = {name: [] for name in APPS}
     stats = {}
     try:
@@ -235,7 +236,7 @@ def measure(redis_url: str, redis_pid: int, seconds: int, repeat: int, rate_seco
         for proc, _ in servers.values():
             proc.terminate()
             proc.wait()
-    return {"runs": runs, "latency": latency, "monitored": monitored, "queued": queued,
+    return {"runs": runs, "latency": latency, "monitored": monitored, "queued": queued, "workers": workers,
             "relance_requests": relance_requests, "commandstats": stats["saturation"]}
 
 
@@ -245,7 +246,7 @@ def report(m: dict, seconds: int) -> str:
     lines.append(f"## Ingest ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
                  f"load average {load:.1f} at the end)\n")
     lines.append(f"Saturation: wrk -t2 -c32 -d{seconds}s, 11 KB body, fresh delivery ids; gunicorn --workers "
-                 f"{WEB_WORKERS} (sync), the apps taking turns\n")
+                 f"{m['workers']} (sync), the apps taking turns\n")
     names = list(runs)
     lines.append("| run | " + " | ".join(f"{n} req/s (p50, p99)" for n in names) + " | relance / bare |")
     lines.append("| --- " * (len(names) + 2) + "|")
@@ -294,9 +295,11 @@ def main() -> int:
     parser.add_argument("--rate-seconds", type=int, default=10, help="the fixed-rate run of each app")
     parser.add_argument("--rate", type=float, help="requests/s of the fixed-rate runs (default: half the bare "
                         "endpoint's median saturation rate, then half relance's)")
+    parser.add_argument("--workers", type=int, default=WEB_WORKERS, help="gunicorn workers of every app")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis", persist=False) as redis:
-        m = measure(redis.url, redis.process.pid, args.seconds, args.repeat, args.rate_seconds, args.rate)
+        m = measure(redis.url, redis.process.pid, args.seconds, args.repeat, args.rate_seconds, args.rate,
+                    args.workers)
     print(report(m, args.seconds))
     return 0
 
