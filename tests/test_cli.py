@@ -85,7 +85,7 @@ def test_check_renders_jira_and_chat_templates_and_names_the_file_of_an_unknown_
 def test_check_says_which_text_templates_render(tmp_path):
     result = relance("check")
     assert result.returncode == 0, result.stderr
-    assert "text templates render too: jira/escalation_note (en, fr), chat/escalation_chat (en, fr)" \
+    assert "text templates render too: jira/email_reply (en, fr), jira/escalation_note (en, fr), chat/escalation_chat (en, fr)" \
         in result.stdout
 
 

@@ -68,6 +68,8 @@ class Ticket:
         comments = tuple(c for c in map(_comment, (f.get("comment") or {}).get("comments") or ()) if c)
         if event is not None and event.comment is not None:
             confirmed = next((c for c in comments if event.comment.id and c.id == event.comment.id), None)
+            if confirmed is not None and event.comment.via_email:    # posted by relance for the customer
+                confirmed = replace(confirmed, author=event.comment.author, via_email=True)
             event = replace(event, comment=confirmed)
         labels = f.get("labels")
         return cls(key=issue.get("key") or key, summary=f.get("summary") or "",

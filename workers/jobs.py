@@ -89,13 +89,14 @@ def _process_delivery(delivery_id: str) -> str:
         return _apply_delivery(ctx, delivery_id, key, event)
 
 
-def _apply_delivery(ctx: Context, delivery_id: str, key: str, event: TicketEvent) -> str:
+def _apply_delivery(ctx: Context, delivery_id: str, key: str, event: TicketEvent, issue: dict | None = None) -> str:
+    """Decide ``event`` once for this delivery, then perform the plan (``issue``: the ticket as JIRA
+    showed it moments ago, if the caller read it)."""
     # Who relance itself is in JIRA (its own comments come back as webhooks): asked before the lock.
     roles_matter = event.adds_comment or ctx.rules.reads_roles()
     automation = ctx.effects.jira.own_accounts() if roles_matter else frozenset()
     customers = ctx.effects.jira.customer_accounts(ctx.rules.customer_groups) if roles_matter else frozenset()
-    issue = None
-    if event.adds_comment and event.reporter is None and not ctx.effects.jira.dry_run \
+    if issue is None and event.adds_comment and event.reporter is None and not ctx.effects.jira.dry_run \
             and ctx.tickets.memory(key).reporter is None:
         # A Cloud comment event does not name the reporter, and relance has not met the ticket yet.
         issue = _jira_issue(ctx, key)

@@ -89,7 +89,8 @@ def no_longer_fits(rules: RuleSet, rule: Rule, ticket, automation: frozenset = f
     if rule.when.kind == "commented" and event is not None:
         if event.comment is None:
             return "JIRA does not show the comment"
-        role = role_of(event.comment.author, ticket.reporter, rules.customer_domains, automation, customer_accounts)
+        role = "customer" if event.comment.via_email else role_of(
+            event.comment.author, ticket.reporter, rules.customer_domains, automation, customer_accounts)
         if not fits(role, rule.when.who, comment=True):
             return f"JIRA shows the comment is by {role}, not {rule.when.who}"
     if rule.when.kind == "entered" and state not in states:
@@ -134,7 +135,8 @@ def decide(rules: RuleSet, event: TicketEvent, memory: TicketMemory, now_ms: int
         return role_of(person, reporter, rules.customer_domains, automation, customer_accounts)
 
     actor_role = role(event.actor)
-    author_role = role(event.comment.author if event.comment else None)
+    author_role = "customer" if event.comment and event.comment.via_email else role(
+        event.comment.author if event.comment else None)
     effects, arm, cancel, skipped = [], [], [], []
     ts = reading.memory.ts_ms or now_ms          # the event's time, unless it was not believed
     happened = _happened(event, reading, actor_role, author_role)

@@ -47,10 +47,23 @@ def sample_ticket(now: datetime | None = None, since: timedelta = timedelta(days
                   since_ms=int((now - since).timestamp() * 1000), times_reopened=2)
 
 
+def _reply_sample() -> dict:
+    """What templates/jira/*/email_reply.txt gets (workers/replies.py): a customer's reply by email."""
+    return {"author_name": "Claire Client", "sender": "claire@client.example", "subject": "Re: SUP-42",
+            "received": datetime.now(timezone.utc), "attachments": ["screenshot.png"],
+            "reply": "Still failing after the upgrade, see the screenshot."}
+
+
+# Templates that get more than the email context: their own variables, by template name.
+EXTRA_CONTEXT = {"email_reply": _reply_sample}
+
+
 def sample_context(rules: RuleSet, name: str, reader: Person | None = REPORTER,
                    jira_base_url: str | None = None) -> dict:
     """The variables template ``name`` gets for the sample ticket, in the status it is written for."""
-    return email_context(rules, sample_ticket(status=STATUS.get(name, "Resolved")), reader, jira_base_url)
+    context = email_context(rules, sample_ticket(status=STATUS.get(name, "Resolved")), reader, jira_base_url)
+    extra = EXTRA_CONTEXT.get(name)
+    return {**context, **extra()} if extra else context
 
 
 def render_samples(rules: RuleSet, renderer: Renderer, names, locales, jira_base_url: str | None = None):
