@@ -149,7 +149,7 @@ def _take_reply(ctx: Context, delivery_id: str, token: ReplyToken, mail: Inbound
         webhook_event=REPLY_EVENT, issue_key=key, issue_id=None, timestamp_ms=int(received.timestamp() * 1000),
         status=ticket.status, summary=ticket.summary or None, priority=ticket.priority, labels=ticket.labels,
         project=ticket.project, issue_type=ticket.issue_type, reporter=ticket.reporter, assignee=ticket.assignee,
-        actor=author, comment=Comment(id=comment_id, body=words, author=author, created=received.isoformat(),
+        site_url=ticket.site_url, actor=author, comment=Comment(id=comment_id, body=words, author=author, created=received.isoformat(),
                                       via_email=True))
     _count(ctx, "posted")
     return _apply_delivery(ctx, delivery_id, key, event, issue)
