@@ -133,10 +133,12 @@ class Line:
 _TONES = {"effect done": "ok", "rule fired": "ok", "timer fired": "ok", "timer armed": "info",
           "effect failed": "fail", "gave up": "fail", "attempt failed": "fail",
           "effect skipped": "skip", "rule skipped": "skip", "rules skipped": "skip", "timer skipped": "skip",
-          "timer cancelled": "skip", "timer dropped": "skip", "timer superseded": "skip"}
+          "timer cancelled": "skip", "timer dropped": "skip", "timer superseded": "skip",
+          "reply received": "ok", "reply refused": "fail"}
 _LABELS = {"why": "why", "reason": "reason", "detail": "detail", "to": "to", "because": "because",
            "by": "by", "outcome": "outcome", "delivery": "delivery", "job": "job", "effect": "effect",
-           "webhook_event": "event", "status": "status", "note": "note", "retries_left": "retries left"}
+           "webhook_event": "event", "status": "status", "note": "note", "retries_left": "retries left",
+           "sender": "from", "subject": "subject", "attachments": "attachments"}
 
 
 def describe(entry: dict) -> Line:
