@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import PAYLOADS, service_context
 from tests.jira_events import move
 from tests.support import KEY, deliver, kinds, sam_comment, sent
-from workers import context as process_context
+from workers import context as process_context, defaults
 from workers.context import Context
 from workers.core.decisions import decide_mail_event
 from workers.core.mail_events import audience_of, cause_of, parse_mail_events
@@ -26,6 +26,7 @@ from workers.jobs import retry_rule
 from workers.mail_events import process_mail_events
 from workers.stores.audit import Audit
 from workers.stores.deliveries import DeliveryStore
+from workers.stores.mail_events import MailEventStore
 from workers.stores.queue import enqueue_call
 from workers.worker import run_worker
 
@@ -293,6 +294,20 @@ def test_a_comment_jira_refused_is_retried_with_the_bounce_s_facts(service, jira
     assert retry_rule(*failure.args) == "retried"
     [comment] = relance_comments(jira)
     assert "bounced: mailbox unavailable (550 5.1.1 " in comment
+
+
+def test_a_retry_once_the_event_is_forgotten_is_dropped_saying_why(service, jira, sendgrid):
+    mail = feedback_request(service, jira, sendgrid)
+    jira.fail_next(1, status=403, path_contains="/comment", method="POST")
+    process_mail_events(post(service, about(real(ANYMAIL, "bounce"), mail)))
+    [failure] = service.failures.list()
+    key = MailEventStore.key("lC0Rc-FuQmKbnxCWxX1jRQ")
+    assert 0 < service.redis.ttl(key) <= defaults.MAIL_EVENT_TTL_SECONDS
+    service.redis.delete(key)                       # as when it expires, 7 days on
+    assert retry_rule(*failure.args) == "email event gone"
+    assert entries(service, "retry dropped")[-1]["why"] == \
+        "the email event that fired the rule is forgotten (kept 7 days)"
+    assert relance_comments(jira) == []
 
 
 def test_in_dry_run_the_timeline_says_would_comment(settings, redis, jira):
