@@ -51,6 +51,7 @@ class Ticket:
     event: TicketEvent | None = None      # what triggered the rule, if an event did
     since_ms: int | None = None           # when the ticket entered its current state
     times_reopened: int = 0
+    email_event: dict | None = None       # what SendGrid said of an email, when that triggered the rule
 
     @classmethod
     def from_snapshot(cls, snap: dict, **extra) -> "Ticket":
@@ -395,4 +396,13 @@ def email_context(rules: RuleSet, ticket: Ticket, reader: Person | None = None, 
         "closes_on": since + timedelta(seconds=closes_after) if closes_after else None,
         "comment_is_enough": rules.comment_is_enough(),
         "assignee_name": _name(ticket.assignee),
+        "email_event": _email_event(ticket.email_event),
     }
+
+
+def _email_event(facts: dict | None) -> dict | None:
+    """An email event's facts as templates read them: ``sent_at`` a datetime (None if unknown)."""
+    if not facts:
+        return None
+    sent_at = facts.get("sent_at")
+    return {**facts, "sent_at": datetime.fromtimestamp(float(sent_at), timezone.utc) if sent_at else None}

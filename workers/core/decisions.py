@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 from .events import TicketEvent
 from .lifecycle import Reading, TicketMemory, read_event
+from .mail_events import UNDELIVERED
 from .people import fits, role_of
 from .rules import Action, Rule, RuleSet, Trigger
 
@@ -108,6 +109,8 @@ def _matches(trigger: Trigger, event: TicketEvent, reading: Reading, actor_role,
         return event.is_creation and fits(actor_role, trigger.who)
     if kind == "commented":
         return reading.new_comment and fits(author_role, trigger.who, comment=True)
+    if kind == "email":
+        return False                # SendGrid's events, not JIRA's: see decide_mail_event
     if t is None:
         return False
     state = t.entered if kind == "entered" else t.left
@@ -161,6 +164,34 @@ def decide(rules: RuleSet, event: TicketEvent, memory: TicketMemory, now_ms: int
         else:
             effects.extend(PlannedEffect(rule.name, i, a) for i, a in enumerate(rule.do))
     return Plan(reading, tuple(effects), tuple(arm), tuple(cancel), tuple(skipped))
+
+
+def decide_mail_event(rules: RuleSet, kind: str, audience: str, ticket_view: dict | None
+                      ) -> tuple[list[str], list[tuple[str, str]]]:
+    """Which rules an email event fires: ``kind`` is the event (bounced, blocked, dropped, delivered,
+    deferred, spamreport), ``audience`` whom the email was for (customer, support), ``ticket_view`` what
+    ``if:`` conditions read of the ticket now (``view_of``), None when the ticket cannot be seen.
+
+    Returns (the rules to perform, in file order; [(rule, why not)] for the ``email`` rules that do not
+    fire). ``email: bounced`` takes a customer's email that bounced, was blocked or dropped.
+    """
+    fire, skipped = [], []
+    for rule in rules.rules:
+        if rule.when.kind != "email":
+            continue
+        if kind not in UNDELIVERED:
+            continue                # delivered, deferred: no rule listens; not worth a line each
+        if audience != "customer":
+            skipped.append((rule.name, f"the email was for {audience}, not the customer"))
+        elif not rule.enabled:
+            skipped.append((rule.name, "disabled"))
+        elif ticket_view is None:
+            skipped.append((rule.name, "JIRA does not show the ticket (deleted, moved, or never existed)"))
+        elif rule.conditions is not None and (why := rule.conditions.failing(**ticket_view)) is not None:
+            skipped.append((rule.name, f"if: {why}"))
+        else:
+            fire.append(rule.name)
+    return fire, skipped
 
 
 def _happened(event: TicketEvent, reading: Reading, actor_role, author_role) -> str:
