@@ -365,7 +365,7 @@ def test_lf_and_crlf_posts_read_the_same():
     kw = dict(text="Ligne 1\nLigne 2", html="<p>a</p>", attachments=[Attachment("a.bin", "application/octet-stream",
                                                                                b"\x00\r\n\x01")])
     crlf, lf = post(crlf=True, **kw), post(crlf=False, **kw)
-    assert crlf.text == "Ligne 1\r\nLigne 2" and lf.text == "Ligne 1\nLigne 2"
+    assert crlf.text == lf.text == "Ligne 1\nLigne 2"
     assert reply_of(crlf) == reply_of(lf) == "Ligne 1\nLigne 2"
     assert crlf.attachments == lf.attachments
 
@@ -513,3 +513,32 @@ def test_the_reply_languages_choose_the_history_headers_known():
     mail = post(text=text)
     assert reply_of(mail, ("de",)) == "Es geht wieder, danke."
     assert "schrieb" in reply_of(mail)            # English and French only, by default
+
+
+def test_long_lines_and_long_quotes_are_read_in_linear_time():
+    # mail-parser-reply's "On ... wrote:" pattern is quadratic in a line's length
+    text = "On " + "the dashboard, " * 20_000 + "\n\n" + "\n".join("> " * (i % 30 + 1) + "old words" for i in range(60_000))
+    started = time.perf_counter()
+    reply = reply_of(post(text=text))
+    assert time.perf_counter() - started < 3
+    assert reply.startswith("On the dashboard, the dashboard,") and "old words" not in reply
+
+
+WORD_HTML = ("<html xmlns:o=\"urn:schemas-microsoft-com:office:office\"><head><style>p.MsoNormal{margin:0}</style>"
+             "</head><body lang=FR><div class=WordSection1><p class=MsoNormal>Merci, c&#8217;est bon.<o:p></o:p></p>"
+             "<p class=MsoNormal><o:p>&nbsp;</o:p></p><div><div style='border:none;border-top:solid #E1E1E1 1.0pt;"
+             "padding:3.0pt 0cm 0cm 0cm'><p class=MsoNormal><b>De&nbsp;:</b> Acme Support &lt;support@acme.example&gt;"
+             "<br><b>Envoy&eacute;&nbsp;:</b> jeudi 26 novembre 2026 10:02<br><b>&Agrave;&nbsp;:</b> J&eacute;r&eacute;mie"
+             "<br><b>Objet&nbsp;:</b> [SUP-42]<o:p></o:p></p></div></div><p class=MsoNormal>Bonjour, l'export "
+             "fonctionne-t-il ?<o:p></o:p></p></div></body></html>")
+THUNDERBIRD_HTML = ("<html><body><p>Merci, c’est bon.</p><div class=\"moz-cite-prefix\">Le 26/11/2026 à 10:02, Acme "
+                    "Support a écrit&nbsp;:<br></div><blockquote type=\"cite\"><p>Bonjour, l'export fonctionne-t-il ?"
+                    "</p></blockquote><pre class=\"moz-signature\" cols=\"72\">-- \nJérémie</pre></body></html>")
+APPLE_HTML = ("<html><body><div>Merci, c’est bon.</div><div><br></div><div>Envoyé de mon iPhone</div><div><br>"
+              "<blockquote type=\"cite\">Le 26 nov. 2026 à 10:02, Acme Support &lt;support@acme.example&gt; a écrit&nbsp;:"
+              "<br><br></blockquote></div><blockquote type=\"cite\"><div>Bonjour</div></blockquote></body></html>")
+
+
+@pytest.mark.parametrize("html", [WORD_HTML, THUNDERBIRD_HTML, APPLE_HTML], ids=["outlook", "thunderbird", "apple"])
+def test_html_only_replies_of_other_clients(html):
+    assert reply_of(post(text=None, html=html)) == "Merci, c’est bon."

@@ -71,8 +71,8 @@ class InboundMail:
     in_reply_to: str | None
     date_ms: int | None              # the Date header, epoch ms
     headers: Message                 # the mail's own header fields (case-insensitive; raw mode: the whole message)
-    text: str                        # whole plain text, decoded
-    html: str                        # whole html, decoded
+    text: str                        # whole plain text, decoded, line breaks as \n
+    html: str                        # whole html, decoded, line breaks as \n
     attachments: tuple[Attachment, ...]
     spf: str | None                  # SendGrid's SPF verdict (pass, fail, softfail, neutral, none, permerror...)
     dkim: dict[str, str]             # {"example.org": "pass"}; {} when no signature was checked
@@ -248,9 +248,12 @@ class _Body:
 
 def _message_bytes(part: Message) -> bytes:
     payload = part.get_payload()
-    if isinstance(payload, list):
+    if not isinstance(payload, list):
+        return part.get_payload(decode=True) or b""
+    try:
         return b"".join(m.as_bytes() for m in payload)
-    return part.get_payload(decode=True) or b""
+    except Exception:     # a forwarded message too broken to write back: keep its text rather than lose the mail
+        return "".join(str(m) for m in payload).encode("utf-8", "surrogateescape")
 
 
 def _walk(part: Message, body: _Body) -> None:
@@ -317,6 +320,10 @@ def _date_ms(value) -> int | None:
     if when.tzinfo is None:     # "-0000": the time is UTC, its zone unknown
         when = when.replace(tzinfo=timezone.utc)
     return int(when.timestamp() * 1000)
+
+
+def _lf(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _message_id(value) -> str | None:
@@ -390,8 +397,8 @@ def parse_inbound(content_type: str, body: bytes) -> InboundMail:
         in_reply_to=_message_id(headers.get("In-Reply-To")),
         date_ms=_date_ms(headers.get("Date")),
         headers=headers,
-        text=text,
-        html=html,
+        text=_lf(text),
+        html=_lf(html),
         attachments=attachments,
         spf=spf,
         dkim=_dkim(field("dkim") or ""),
@@ -501,7 +508,9 @@ def _history_start(view: list[str], languages: tuple[str, ...]) -> tuple[int, in
     forward = next((i for i, line in enumerate(view) if _FORWARD.match(line)), n)
     starts = []
     header_regex, _ = _patterns(languages)
-    joined = "\n".join(view)
+    # quoted lines are history already; and the library's patterns are quadratic in a line's
+    # length: a header line is short, so each line is searched up to 500 characters
+    joined = "\n".join("" if _QUOTED.match(line) else line[:500] for line in view)
     m = header_regex.search(joined)
     if m:
         start = m.start() + len(m.group(0)) - len(m.group(0).lstrip("\n"))
@@ -544,10 +553,10 @@ def _segments(lines: list[str], view: list[str], languages: tuple[str, ...],
     ``signature``: the lines of a signature known from elsewhere (the html part), cut
     when the new words end with them."""
     history, forward = _history_start(view, languages)
+    words_end = len(_trim([*range(min(history, forward))], view))     # trailing quotes are history too
+    keep = [*range(_signature_start(view, words_end, languages))]
     if forward < history:     # a forwarded message is what the customer sends: keep it whole
-        keep = [*range(_signature_start(view, forward, languages)), *range(forward, len(view))]
-    else:
-        keep = [*range(_signature_start(view, history, languages))]
+        keep += range(forward, len(view))
     keep = _trim(keep, view)
     written = [i for i in keep if view[i]]
     if signature and len(written) > len(signature) and \
@@ -720,7 +729,7 @@ def reply_of(mail: InboundMail, languages: tuple[str, ...] = REPLY_LANGUAGES) ->
     ``attachments_to_upload`` names the attachments such a reply needs in JIRA.
     """
     embeds = _Embeds(mail)
-    text = mail.text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _lf(mail.text)
     if text.strip():
         lines = text.split("\n")
         parts = []
