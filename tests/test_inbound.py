@@ -11,12 +11,15 @@ import base64
 import dataclasses
 import json
 import os
+import re
 import time
 import tracemalloc
 from email import message_from_bytes
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests import inbound_posts as posts
 from tests.inbound_posts import CONTENT_TYPE, REPLY_TO, inbound_post
@@ -542,3 +545,60 @@ APPLE_HTML = ("<html><body><div>Merci, c’est bon.</div><div><br></div><div>Env
 @pytest.mark.parametrize("html", [WORD_HTML, THUNDERBIRD_HTML, APPLE_HTML], ids=["outlook", "thunderbird", "apple"])
 def test_html_only_replies_of_other_clients(html):
     assert reply_of(post(text=None, html=html)) == "Merci, c’est bon."
+
+
+# --- fuzz ------------------------------------------------------------------------------------------
+
+_JIRA_ESCAPE = re.compile(r"\\([-#*_+?^~|%{}\[\]()!@])")
+_REAL_POSTS = [p.read_bytes() for p in sorted(CAPTURES.glob("*.multipart.txt")) if p.stat().st_size < 20_000]
+
+
+def _as_jira_shows(wiki: str) -> str:
+    """What JIRA's renderer shows for escaped text: each \\X of a markup character is X."""
+    return _JIRA_ESCAPE.sub(r"\1", wiki).replace("\u200b", "")
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="\u200b", blacklist_categories=("Cs",)), max_size=200))
+def test_escaped_text_shows_as_typed_and_holds_no_markup(text):
+    text = text.replace("http", "htp").replace("mailto", "mailt")     # links are written as [url]
+    escaped = escape_wiki(text)
+    assert _as_jira_shows(escaped) == text
+    unescaped = _JIRA_ESCAPE.sub("", escaped)
+    assert not set(unescaped) & set("*_{}[]|#+^~?!@%"), escaped
+    assert "\\\\" not in escaped.replace("\\\u200b", "")                 # no forced line break
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(_REAL_POSTS), st.lists(st.tuples(st.integers(0, 20_000), st.binary(max_size=8)), max_size=4))
+def test_a_mangled_post_is_read_or_refused_with_inbound_error(body, edits):
+    for at, data in edits:
+        at %= len(body) + 1
+        body = body[:at] + data + body[at + len(data):]
+    try:
+        mail = parse_inbound(CONTENT_TYPE, body)
+    except InboundError:
+        return
+    assert isinstance(reply_of(mail), str)
+    auto_reply_reason(mail), authentication_problem(mail)
+
+
+_WORDS = st.text(alphabet=st.characters(blacklist_characters="<>&\u200b", blacklist_categories=("Cs", "Cc")),
+                 max_size=20)
+_TAGS = st.sampled_from(["b", "i", "u", "s", "em", "strong", "code", "p", "div", "span", "li", "ul", "ol", "pre",
+                         "blockquote", "h2", "td", "tr", "table", "q", "sup", "sub", "font", "center", "a"])
+_OPEN = {"a": '<a href="https://x.example/?q=<b>&amp;r=1">'}
+
+
+def _element(tag_and_kids) -> str:
+    tag, kids = tag_and_kids
+    return _OPEN.get(tag, f"<{tag}>") + "".join(kids) + f"</{tag}>"
+
+
+_HTML = st.recursive(_WORDS, lambda kids: st.tuples(_TAGS, st.lists(kids, max_size=3)).map(_element), max_leaves=12)
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(_HTML, st.sampled_from(MODES))
+def test_html_of_any_shape_gives_wiki_text_without_html(html, mode):
+    reply = reply_of(post(mode=mode, text=None, html=html + "<br><img src='cid:none'><script>x</script>"))
+    assert "<" not in reply and ">" not in reply

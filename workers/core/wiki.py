@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from typing import Callable
+from urllib.parse import quote
 
 from bs4 import BeautifulSoup, CData, Comment, Declaration, Doctype, ProcessingInstruction, Tag
 from markdownify import MarkdownConverter
@@ -50,8 +51,14 @@ def _escape_plain(text: str) -> str:
     return _BLOCK_START.sub(lambda m: m.group(1) + m.group(2) + _ZWSP + ".", text)
 
 
+def _link_target(url: str) -> str:
+    """A URL as a link target: what is not a URL character percent-encoded (``|`` and ``]``
+    would end the link, ``<`` has no business there)."""
+    return quote(url.strip(), safe=";/?:@&=+$,-_.!~*'()#%")
+
+
 def _url_link(url: str) -> str:
-    return "[" + url.replace("|", "%7C").replace("]", "%5D").replace("[", "%5B") + "]"
+    return "[" + _link_target(url) + "]"
 
 
 def escape_wiki(text: str) -> str:
@@ -148,7 +155,7 @@ class _WikiConverter(MarkdownConverter):
         label = text.strip().replace("\n", " ")
         if not re.match(r"(?:https?://|mailto:)", href, re.IGNORECASE):
             return text
-        link = href.replace("|", "%7C").replace("]", "%5D").replace("[", "%5B").replace(" ", "%20")
+        link = _link_target(href)
         if not label or label == _escape_plain(href) or label == _escape_plain(href.removeprefix("mailto:")):
             return f"[{link}]"
         return f"[{label}|{link}]"
