@@ -20,11 +20,13 @@ from . import defaults
 from .actions import Ticket
 from .context import Context, current
 from .core.events import Comment, Person, TicketEvent
-from .core.inbound import InboundMail, auto_reply_reason, authentication_problem, parse_inbound, reply_of
+from .core.inbound import (InboundMail, attachments_to_upload, auto_reply_reason, authentication_problem,
+                           parse_inbound, reply_of)
 from .core.replies import ReplyToken, find_reply_address, read_reply_address
 from .exceptions import EffectBusy, InboundError, JiraError, ReplyRefused
 from .jobs import _apply_delivery, _jira_issue, _time_left
 from .logs import about
+from .rendering.markup import wiki_plain
 
 log = logging.getLogger("relance.replies")
 
@@ -134,13 +136,14 @@ def _take_reply(ctx: Context, delivery_id: str, token: ReplyToken, mail: Inbound
     languages = tuple(dict.fromkeys(x.replace("-", "_").split("_")[0]
                                     for x in (author.locale, locale, "en") if x))
     words = reply_of(mail, languages)
+    files = attachments_to_upload(mail, words)
     ctx.audit.record(key, "reply received", delivery=delivery_id, sender=mail.sender, subject=mail.subject,
-                     attachments=len([a for a in mail.attachments if not a.inline]))
-    names = _upload(ctx, delivery_id, key, mail)
+                     attachments=len(files))
+    names = _upload(ctx, delivery_id, key, files)
     received = datetime.now(timezone.utc)
     body = ctx.effects.renderer.render_text("jira", "email_reply", locale, {
         "author_name": author.display_name or mail.sender_name or mail.sender, "sender": mail.sender,
-        "received": received, "reply": words, "attachments": names, "subject": mail.subject,
+        "received": received, "reply": words, "attachment_links": [_link(n) for n in names], "subject": mail.subject,
     }, time_zone)
     comment_id = _post_comment(ctx, delivery_id, key, body)
     if issue is not None and comment_id:
@@ -155,6 +158,11 @@ def _take_reply(ctx: Context, delivery_id: str, token: ReplyToken, mail: Inbound
     return _apply_delivery(ctx, delivery_id, key, event, issue)
 
 
+def _link(filename: str) -> str:
+    """JIRA wiki for an attachment of the ticket: a link, unless the name holds characters that end one."""
+    return wiki_plain(filename) if set(filename) & set("[]{}|!^") else f"[^{filename}]"
+
+
 def _author(ctx: Context, token: ReplyToken, mail: InboundMail, ticket: Ticket) -> Person:
     """Who wrote the reply: the reporter when the reply comes from the address relance wrote to,
     else the sender as the mail names them (a colleague, with REPLY_ACCEPT_ANY_SENDER)."""
@@ -165,11 +173,11 @@ def _author(ctx: Context, token: ReplyToken, mail: InboundMail, ticket: Ticket) 
     return Person(email=mail.sender or None, display_name=mail.sender_name or None)
 
 
-def _upload(ctx: Context, delivery_id: str, key: str, mail: InboundMail) -> list[str]:
-    """Upload the mail's attachments (not its inline images: signature logos and the like), each once.
+def _upload(ctx: Context, delivery_id: str, key: str, files) -> list[str]:
+    """Upload ``files`` (what the customer attached, and the images the reply shows), each once.
     Returns the names JIRA knows them by; one JIRA refuses (too large, say) is noted on the timeline."""
     names = []
-    for index, attachment in enumerate(a for a in mail.attachments if not a.inline):
+    for index, attachment in enumerate(files):
         effect_id = f"{delivery_id}:reply:attachment:{index}"
         entry = ctx.effects.ledger.get(effect_id)
         if entry.get("state") == "done":
