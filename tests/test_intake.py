@@ -58,15 +58,16 @@ def test_the_job_the_intake_writes_is_the_one_rqs_unique_enqueue_writes(redis, i
 
 
 def test_a_new_delivery_is_stored_queued_counted_and_logged(redis, intake):
-    log = {"ticket": "SUP-1", "event": "jira:issue_updated", "delivery": "d-1", "reason": None}
+    log = {"source": "jira", "ticket": "SUP-1", "event": "jira:issue_updated", "delivery": "d-1", "reason": None}
     assert intake.accept("d-1", b'{"a": 1}', DELIVERY_FUNC, "delivery-d-1", ("d-1",), log=log) == QUEUED
     assert intake.deliveries.body("d-1") == b'{"a": 1}'
     assert intake.deliveries.keep - 5 < redis.ttl("relance:delivery:d-1") <= intake.deliveries.keep
     assert intake.queue.job_ids == ["delivery-d-1"]
     assert redis.hget(METRICS_KEY, "deliveries\x1fqueued") == b"1"
     [entry], _ = delivery_page(redis)
-    assert {k: v for k, v in entry.items() if k != "id"} == {
-        "code": "202", "verdict": "queued", "ticket": "SUP-1", "event": "jira:issue_updated", "delivery": "d-1"}
+    assert {k: v for k, v in entry.items() if k != "id"} == {"source": "jira", "code": "202", "verdict": "queued",
+                                                             "ticket": "SUP-1", "event": "jira:issue_updated",
+                                                             "delivery": "d-1"}
     assert 0 < redis.ttl(DELIVERY_LOG_KEY) and 0 < redis.ttl(METRICS_KEY)
 
 
@@ -101,7 +102,7 @@ def test_a_new_delivery_whose_job_outlived_its_body_is_answered_queued_and_not_q
 
 
 def test_without_a_counter_nothing_is_counted(redis):
-    Intake(DeliveryStore(redis), make_queue(redis), counter=None).accept("d-1", b"{}", DELIVERY_FUNC, "j", ("d-1",))
+    Intake(DeliveryStore(redis), make_queue(redis)).accept("d-1", b"{}", DELIVERY_FUNC, "j", ("d-1",), counter=None)
     assert not redis.exists(METRICS_KEY) and redis.xlen(DELIVERY_LOG_KEY) == 1
 
 

@@ -18,8 +18,8 @@ from workers.core.events import HANDLED_EVENTS, ISSUE_KEY, identity_problem
 from workers.failures import DELIVERY_FUNC
 from workers.stores.intake import CODES
 from workers.stores.queue import delivery_job_id
-from workers.stores.views import log_delivery
 
+from . import verdicts
 from .signature import verify, verify_token
 
 bp = Blueprint("jira", __name__)
@@ -41,33 +41,6 @@ def _unauthenticated(settings, request: Request, body: bytes) -> str | None:
     return None
 
 
-def answer(app: Flask, code: int, seen: dict | None = None, **body) -> Response:
-    """The JSON answer, counted in relance_deliveries_total by its verdict and added to the
-    dashboard's capped delivery log (with the ticket and event ``seen`` in the body): one
-    pipelined write, never failing the answer."""
-    verdict = ("queued" if code == 202 else body.get("status", "accepted") if code < 300
-               else "unavailable" if code >= 500 else "unauthorized" if code == 401 else "rejected")
-    edge = app.extensions["relance"]
-    seen = seen or {}
-    try:
-        pipe = edge.redis.pipeline(transaction=False)
-        if edge.metrics is not None:
-            edge.metrics.count("deliveries", verdict, pipe=pipe)
-        log_delivery(pipe, edge.settings.retention, code=code, verdict=verdict, ticket=seen.get("ticket"),
-                     event=seen.get("event"), delivery=body.get("delivery"),
-                     reason=": ".join(filter(None, (body.get("error"), body.get("reason")))) or None)
-        pipe.execute()
-    except RedisError as e:
-        log.debug("delivery verdict not logged: %s", e)
-    return _response(app, code, body)
-
-
-def _response(app: Flask, code: int, body: dict) -> Response:
-    response = app.json.response(body)           # what jsonify answers, without an app context
-    response.status_code = code
-    return response
-
-
 @bp.post(PATH)
 def receive_in_flask():
     """The route in Flask's URL map (its 405 for other methods, url_for); requests reach ``receive``
@@ -81,48 +54,53 @@ def receive(app: Flask, request: Request) -> Response:
     try:
         return _receive(app, request)
     except HTTPException as e:                      # 413: a body over MAX_CONTENT_LENGTH
-        return answer(app, e.code, error=e.name.lower(), reason=e.description)
+        return verdicts.answer("jira", e.code, app=app, seen={}, error=e.name.lower(), reason=e.description)
     except Exception:
         log.exception("Exception on %s [%s]", request.path, request.method)
         error = InternalServerError()
-        return answer(app, error.code, error=error.name.lower(), reason=error.description)
+        return verdicts.answer("jira", error.code, app=app, seen={}, error=error.name.lower(),
+                               reason=error.description)
 
 
 def _receive(app: Flask, request: Request) -> Response:
     edge = app.extensions["relance"]
     body = request.get_data(cache=False)      # raw bytes; 413 past MAX_CONTENT_LENGTH
+    seen = {}                                 # the ticket and event, for the delivery log
+
+    def answer(code: int, **body) -> Response:
+        return verdicts.answer("jira", code, app=app, seen=seen, **body)
+
     problem = _unauthenticated(edge.settings, request, body)
     if problem:
-        return answer(app, 401, error="unauthorized", reason=problem)
+        return answer(401, error="unauthorized", reason=problem)
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError) as e:      # RecursionError: absurdly deep nesting
-        return answer(app, 400, error="malformed JSON", reason=str(e)[:200] or e.__class__.__name__)
+        return answer(400, error="malformed JSON", reason=str(e)[:200] or e.__class__.__name__)
     if not isinstance(payload, dict):
-        return answer(app, 400, error="unexpected body", reason="the body must be a JSON object")
+        return answer(400, error="unexpected body", reason="the body must be a JSON object")
     event = payload.get("webhookEvent")
     issue = payload.get("issue")
     key = issue.get("key") if isinstance(issue, dict) else None
-    seen = {"ticket": key.upper() if isinstance(key, str) and ISSUE_KEY.fullmatch(key.upper()) else None,
-            "event": event if isinstance(event, str) else None}
+    seen.update(ticket=key.upper() if isinstance(key, str) and ISSUE_KEY.fullmatch(key.upper()) else None,
+                event=event if isinstance(event, str) else None)
     if event is not None and not isinstance(event, str):
-        return answer(app, 400, seen, error="unexpected body", reason="'webhookEvent' must be a string")
+        return answer(400, error="unexpected body", reason="'webhookEvent' must be a string")
     if event is None and not (isinstance(payload.get("issue"), dict) and "changelog" in payload):
-        return answer(app, 400, seen, error="not a JIRA webhook", reason="no 'webhookEvent' in the body")
+        return answer(400, error="not a JIRA webhook", reason="no 'webhookEvent' in the body")
     if event is not None and event not in HANDLED_EVENTS:
-        return answer(app, 200, seen, status="ignored", reason=f"no rule reads {event} events")
+        return answer(200, status="ignored", reason=f"no rule reads {event} events")
     problem = identity_problem(payload)
     if problem:
-        return answer(app, 200, seen, status="ignored", reason=problem)
+        return answer(200, status="ignored", reason=problem)
 
     did = delivery_id(request.headers.get("X-Atlassian-Webhook-Identifier"), body)
     try:
         # One round trip: store, dedupe, queue, count and log (a redelivery whose job is missing is queued again).
         verdict = edge.intake.accept(did, body, DELIVERY_FUNC, delivery_job_id(did), (did,),
-                                     timeout=edge.settings.job_timeout, log={**seen, "delivery": did})
+                                     timeout=edge.settings.job_timeout, counter=verdicts.counter("jira"),
+                                     log={"source": "jira", **seen, "delivery": did})
     except RedisError as e:
         log.error("webhook %s not accepted, Redis unavailable: %s", did, e)
-        response = answer(app, 503, seen, error="queue unavailable", reason="Redis is unreachable; retry later")
-        response.headers["Retry-After"] = str(edge.retry_after)
-        return response
-    return _response(app, CODES[verdict], {"status": verdict, "delivery": did})
+        return verdicts.unavailable("jira", edge.retry_after, app=app, seen=seen)
+    return verdicts.respond(app, CODES[verdict], {"status": verdict, "delivery": did})

@@ -44,8 +44,8 @@ QUEUED, DUPLICATE = "queued", "duplicate"
 CODES = {QUEUED: 202, DUPLICATE: 200}        # the HTTP answer each verdict is logged with
 
 # KEYS: 1 body, 2 its done mark, 3 job hash, 4 queue list, 5 RQ's set of queues, 6 metrics hash, 7 delivery log
-# ARGV: 1 body, 2 body TTL, 3 job id, 4 TTL of the metrics and the log, 5 counter field prefix ("": not
-#       counted), 6 the job's data, 7 its description, 8 its created_at and enqueued_at, 9 n = number
+# ARGV: 1 body, 2 body TTL, 3 job id, 4 TTL of the metrics and the log, 5 the counter's field but the
+#       verdict ("": not counted), 6 the job's data, 7 its description, 8 its created_at and enqueued_at, 9 n = number
 #       of log values, 10..9+n the log's field/value pairs.
 # JOB_FIELDS, JOB_TTL, LOG_MAX: the job hash's fields that are the same for every job of a template
 # (written into the script's source, one script per template, so they are not sent with each call),
@@ -125,15 +125,12 @@ class Intake:
     cost as much again as the call itself (about 35 µs of 70 on the 2-core bench machine).
     """
 
-    def __init__(self, deliveries: DeliveryStore, queue: Queue, retention: int = defaults.RETENTION_SECONDS,
-                 counter: str | None = "deliveries"):
-        """``retention``: TTL of the counter and the delivery log; ``counter``: the COUNTERS name the
-        verdict is counted under (labelled by verdict), None for no count."""
+    def __init__(self, deliveries: DeliveryStore, queue: Queue, retention: int = defaults.RETENTION_SECONDS):
+        """``retention``: TTL of the counters and the delivery log."""
         self.redis = deliveries.redis
         self.deliveries = deliveries
         self.queue = queue
         self.retention = int(retention)
-        self.counter_prefix = f"{counter}{SEP}" if counter else ""
         self._templates: dict[tuple, tuple] = {}
         self._local = threading.local()
 
@@ -147,22 +144,25 @@ class Intake:
 
     def accept(self, delivery_id: str, body: bytes, func: str, job_id: str, args: tuple = (), *,
                timeout: float = defaults.JOB_TIMEOUT_SECONDS, retry: Retry | None = None,
-               log: dict | None = None) -> str:
+               counter: tuple[str, ...] | None = ("deliveries",), log: dict | None = None) -> str:
         """Accept one delivery: QUEUED or DUPLICATE (the module's dedupe rules), in one atomic round trip.
 
         Stores ``body`` under ``delivery_id`` (kept until processed, DeliveryStore's TTL); unless the
         delivery is a duplicate, queues the RQ job ``func(*args)`` under ``job_id`` with relance's job
         options (``retry``: RQ's schedule, default JOB_RETRIES at JOB_RETRY_INTERVALS_SECONDS); counts
-        the verdict; adds it to the delivery log with the answer's code (CODES) and the ``log`` fields
-        (ticket, event, delivery...). Raises RedisError, having written nothing.
+        the verdict under ``counter`` (a COUNTERS name and its labels but the verdict, as Metrics.count
+        takes them; None: not counted); adds the verdict to the delivery log with the answer's code
+        (CODES) and the ``log`` fields (source, ticket, event, delivery...). Raises RedisError, having
+        written nothing.
         """
         template, script = self.template(func, timeout, retry)
         entry = [x for pair in delivery_log_fields(**(log or {})).items() for x in pair]
         did_key = self.deliveries.key(delivery_id)
         keys = (did_key, did_key + ":done", self.queue.job_class.key_for(job_id), self.queue.key,
                 Queue.redis_queues_keys, METRICS_KEY, DELIVERY_LOG_KEY)
-        verdict = self._evalsha(script, keys, body, self.deliveries.keep, job_id, self.retention,
-                                self.counter_prefix, *template.call(args), len(entry), *entry)
+        counted = SEP.join(counter) + SEP if counter else ""
+        verdict = self._evalsha(script, keys, body, self.deliveries.keep, job_id, self.retention, counted,
+                                *template.call(args), len(entry), *entry)
         return verdict.decode() if isinstance(verdict, bytes) else verdict
 
     def _evalsha(self, script, keys: tuple, *args):
