@@ -205,3 +205,20 @@ def test_the_route_answers_the_same_through_flasks_own_dispatch(settings, redis)
         answers.append((seen, [{k: v for k, v in e.items() if k != "id"} for e in delivery_page(redis)[0]]))
     assert answers[0] == answers[1]
     assert [code for code, _, _ in answers[0][0]] == [202, 200, 400, 200, 413]
+
+
+def test_an_unexpected_error_is_answered_500_as_flasks_error_handler_would_logged_and_counted(settings, redis,
+                                                                                           caplog):
+    from werkzeug.exceptions import InternalServerError
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    app = create_app(settings)
+    app.extensions["relance"].intake.accept = broken
+    response = post(app.test_client(), payload("02"), "d-1")
+    assert (response.status_code, response.json) == (500, {"error": "internal server error",
+                                                            "reason": InternalServerError.description})
+    assert "RuntimeError: a bug" in caplog.text
+    [entry], _ = delivery_page(redis)
+    assert (entry["code"], entry["verdict"], entry["source"]) == ("500", "unavailable", "jira")
