@@ -194,8 +194,8 @@ def commandstats(redis: Redis) -> dict:
     return {k.removeprefix("cmdstat_"): (v["calls"], v["usec"]) for k, v in redis.info("commandstats").items()}
 
 
-def _add(total: dict | None, more: dict) -> dict:
-    total = dict(total or {})
+def _add(total: dict, more: dict) -> dict:
+    total = dict(total)
     for k, (calls, usec) in more.items():
         c, u = total.get(k, (0, 0))
         total[k] = (c + calls, u + usec)
@@ -207,8 +207,7 @@ def measure(redis_url: str, redis_pid: int, seconds: int, repeat: int, rate_seco
     env = {**os.environ, "REDIS_URL": redis_url}
     redis = Redis.from_url(redis_url)
     servers = {name: serve(app, env, workers) for name, app in APPS.items()}
-    runs = {name: [] for name in APPS}
-    stats = {}
+    runs, stats = {name: [] for name in APPS}, {}
     try:
         for name, (proc, url) in servers.items():
             wrk(url, 2)                                    # warm-up: imports, script load, caches
@@ -216,12 +215,11 @@ def measure(redis_url: str, redis_pid: int, seconds: int, repeat: int, rate_seco
         for _ in range(repeat):
             for name, (proc, url) in servers.items():
                 redis_before = cpu_seconds([redis_pid])
-                run = wrk(url, seconds, [proc.pid, *children(proc.pid)])
+                run = wrk(url, seconds, [proc.pid, *children(proc.pid)])     # the web workers and their master
                 run["redis_cpu"] = cpu_seconds([redis_pid]) - redis_before
-                run["web_cpu"] = run["watched_cpu"]
                 runs[name].append(run)
                 if name == "relance":
-                    stats["saturation"] = _add(stats.get("saturation"), commandstats(redis))
+                    stats = _add(stats, commandstats(redis))
                 redis.config_resetstat()
         relance_requests = sum(r["requests"] for r in runs["relance"])
         median = {name: statistics.median(r["rate"] for r in rs) for name, rs in runs.items()}
@@ -237,7 +235,7 @@ def measure(redis_url: str, redis_pid: int, seconds: int, repeat: int, rate_seco
             proc.terminate()
             proc.wait()
     return {"runs": runs, "latency": latency, "monitored": monitored, "queued": queued, "workers": workers,
-            "relance_requests": relance_requests, "commandstats": stats["saturation"]}
+            "relance_requests": relance_requests, "commandstats": stats}
 
 
 def report(m: dict, seconds: int) -> str:
@@ -284,7 +282,7 @@ def report(m: dict, seconds: int) -> str:
     lines.append("| endpoint | web workers | Redis | wrk |\n| --- | --- | --- | --- |")
     for name, rs in runs.items():
         per = lambda key: statistics.median(r[key] / r["requests"] * 1e6 for r in rs)  # noqa: E731
-        lines.append(f"| {name} | {per('web_cpu'):.0f} | {per('redis_cpu'):.0f} | {per('wrk_cpu'):.0f} |")
+        lines.append(f"| {name} | {per('watched_cpu'):.0f} | {per('redis_cpu'):.0f} | {per('wrk_cpu'):.0f} |")
     return "\n".join(lines)
 
 
