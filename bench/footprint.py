@@ -602,20 +602,35 @@ def mb(n: float) -> str:
     return f"{n / 1e6:,.1f}" if n >= 1e5 else f"{n / 1e6:,.3f}"
 
 
-def print_model(model: dict, events_per_day: float, days: float, config: str) -> None:
-    tickets_alive = model["ticket memory"][0]
+def per_ticket(unit: Unit, name: str) -> float | None:
+    """Bytes one ticket of the mix costs in family ``name`` while they are alive (None: not per ticket)."""
+    grows = FAMILIES[name][0]
+    many = {"ticket": 1, "delivery": DELIVERIES_PER_TICKET, "job": unit.jobs_per_ticket,
+            "pending timer": len(PENDING_DAYS)}.get(grows)
+    return None if many is None else many * unit.bytes_per.get(name, 0.0)
+
+
+def print_model(unit: Unit, model: dict, for_good: dict, events_per_day: float, days: float, config: str) -> None:
+    tickets_alive, tickets_for_good = model["ticket memory"][0], for_good["ticket memory"][0]
     print(f"\n### Steady state after {days:g} days at {events_per_day:,.0f} deliveries a day\n\n{config}; "
-          f"{events_per_day / DELIVERIES_PER_TICKET:,.0f} tickets a day ({DELIVERIES_PER_TICKET} deliveries each), "
-          f"{tickets_alive:,.0f} tickets remembered.\n")
-    print("| family | alive | MB | per ticket remembered | bounded by |\n| --- | --- | --- | --- | --- |")
-    total = 0.0
+          f"{events_per_day / DELIVERIES_PER_TICKET:,.0f} tickets a day ({DELIVERIES_PER_TICKET} deliveries each): "
+          f"{tickets_alive:,.0f} tickets remembered after {days:g} days, {tickets_for_good:,.0f} for good "
+          f"(once the first tickets expire).\n")
+    print(f"| family | per ticket, while alive | alive after {days:g} days | MB after {days:g} days | MB for good "
+          "| bounded by |\n| --- | --- | --- | --- | --- | --- |")
+    total = total_for_good = 0.0
     for name, (alive, used) in model.items():
         if not used:
             continue
         total += used
+        total_for_good += for_good[name][1]
         alive_s = f"{alive:,.0f} {plural(name)}" if alive is not None else "one"
-        print(f"| {name} | {alive_s} | {mb(used)} | {used / tickets_alive:,.0f} B | {FAMILIES[name][1]} |")
-    print(f"| **total** | | **{mb(total)}** | **{total / tickets_alive / 1024:.1f} KiB** | |")
+        each = per_ticket(unit, name)
+        each_s = f"{each:,.0f} B" if each is not None else ""
+        print(f"| {name} | {each_s} | {alive_s} | {mb(used)} | {mb(for_good[name][1])} | {FAMILIES[name][1]} |")
+    print(f"| **total** | | | **{mb(total)}** | **{mb(total_for_good)}** | |")
+    print(f"\nAfter {days:g} days: {total / tickets_alive / 1024:.1f} KiB per ticket remembered, everything "
+          f"included; for good: {total_for_good / tickets_for_good / 1024:.1f} KiB.")
 
 
 # --- part 2: load, memory after, Redis per ticket ---------------------------------------------------
@@ -674,7 +689,8 @@ def part_load(redis_url: str, tmp: Path, args) -> Unit:
     unit = Unit(bytes_per, open_per, jobs / tickets, size.get("delivery log (dashboard)", 0) / log_len,
                 size.get("recent tickets (dashboard)", 0) / recent_len)
 
-    print(f"\n### Redis by key family after the load (MEMORY USAGE, SAMPLES 0, of each of {sum(count.values())} keys)\n")
+    print(f"\n### Redis by key family after the load (MEMORY USAGE, SAMPLES 0, of each of "
+          f"{sum(count.values())} keys)\n")
     print("| family | keys | bytes | per its unit | per ticket | per ticket before the auto-close |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, (grows, _) in FAMILIES.items():
@@ -696,9 +712,10 @@ def part_load(redis_url: str, tmp: Path, args) -> Unit:
           f"ticket at the cap); {jobs / tickets:.1f} RQ jobs per ticket.")
 
     retention_days = defaults.RETENTION_SECONDS / DAY
-    model = steady_state(unit, args.events_per_day, args.days, retention_days, defaults.DELIVERY_TTL_SECONDS / DAY,
-                         defaults.RESULT_TTL_SECONDS / DAY)
-    print_model(model, args.events_per_day, args.days,
+    model, for_good = (steady_state(unit, args.events_per_day, days, retention_days,
+                                    defaults.DELIVERY_TTL_SECONDS / DAY, defaults.RESULT_TTL_SECONDS / DAY)
+                       for days in (args.days, 10 * retention_days))
+    print_model(unit, model, for_good, args.events_per_day, args.days,
                 f"Retention {retention_days:g} days after the last activity, processed deliveries kept "
                 f"{defaults.DELIVERY_TTL_SECONDS / DAY:g} days, RQ job records {defaults.RESULT_TTL_SECONDS} s; "
                 f"timers pending {', '.join(f'{k} {v:.2g} d' for k, v in PENDING_DAYS.items())} per ticket")
