@@ -108,17 +108,20 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def memory_kib(pid: int) -> tuple[int, int]:
-    """(VmRSS, Pss) of one process, KiB."""
+def memory_kib(pid: int) -> tuple[int, int, int]:
+    """(VmRSS, PSS, USS) of one process, KiB. PSS shares each page among the processes that map it;
+    USS counts the pages only this process maps: what it frees when it exits."""
     rss = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
-    pss = int(re.search(r"Pss:\s+(\d+)", Path(f"/proc/{pid}/smaps_rollup").read_text()).group(1))
-    return rss, pss
+    rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    pss = int(re.search(r"^Pss:\s+(\d+)", rollup, re.M).group(1))
+    uss = sum(int(x) for x in re.findall(r"^Private_(?:Clean|Dirty):\s+(\d+)", rollup, re.M))
+    return rss, pss, uss
 
 
 @dataclass
 class Memory:
-    """Resident memory of a process and its children, KiB: each (VmRSS, Pss), and the sums."""
-    each: list[tuple[str, int, int]]
+    """Resident memory of a process and its children, KiB: each (name, VmRSS, PSS, USS), and the sums."""
+    each: list[tuple[str, int, int, int]]
 
     @classmethod
     def of(cls, pid: int, names=("master", "worker")) -> "Memory":
@@ -128,11 +131,15 @@ class Memory:
 
     @property
     def rss(self) -> int:
-        return sum(r for _, r, _ in self.each)
+        return sum(m[1] for m in self.each)
 
     @property
     def pss(self) -> int:
-        return sum(p for _, _, p in self.each)
+        return sum(m[2] for m in self.each)
+
+    def of_each(self) -> str:
+        """``master 62.1 (USS 40.2) + worker ...`` MiB."""
+        return " + ".join(f"{name} {rss / 1024:.1f} (USS {uss / 1024:.1f})" for name, rss, _, uss in self.each)
 
 
 def wait_web(url: str, proc: subprocess.Popen, started: float, timeout: float = 60) -> float:
@@ -260,14 +267,12 @@ def part_startup(redis_url: str, tmp: Path, repeat: int) -> dict:
             finally:
                 stop(proc)
     print(f"\n### Start-up and idle memory ({repeat} runs each, interleaved; median [min-max])\n")
-    print("| process | ready after | RSS, all processes | PSS, all processes | RSS of each |")
+    print("| process | ready after | RSS, all processes | PSS, all processes | RSS (USS) of each, MiB |")
     print("| --- | --- | --- | --- | --- |")
     for name in times:
         mems = memory[name]
-        each = " + ".join(f"{label} {statistics.median(m.each[i][1] for m in mems) / 1024:.1f}"
-                          for i, (label, _, _) in enumerate(mems[0].each))
         print(f"| {name} | {spread(times[name], ' s')} | {spread([m.rss for m in mems], ' MiB', 1 / 1024, '.1f')} "
-              f"| {spread([m.pss for m in mems], ' MiB', 1 / 1024, '.1f')} | {each} MiB |")
+              f"| {spread([m.pss for m in mems], ' MiB', 1 / 1024, '.1f')} | {mems[len(mems) // 2].of_each()} |")
     print("\nweb: spawn until GET /healthz answers; worker: spawn until registered in rq:workers and idle. "
           "Memory 0.5 s after, the web after 32 requests spread over its workers.")
     return {"times": times, "memory": memory}
@@ -669,14 +674,13 @@ def part_load(redis_url: str, tmp: Path, args) -> Unit:
 
     print(f"\n### Memory after a load: {tickets} tickets, {deliveries} deliveries (mean body "
           f"{driver.body_bytes / deliveries / 1024:.1f} KiB), {tickets} timer firings, in {elapsed:.0f} s\n")
-    print("| process | RSS idle | RSS after | PSS after | RSS of each after (MiB) |\n| --- | --- | --- | --- | --- |")
+    print("| process | RSS idle | RSS after | PSS after | RSS (USS) of each after, MiB |\n| --- | --- | --- | --- | --- |")
     rows = [("relance web", web_idle, web_after), ("relance worker", worker_idle, worker_after),
             (f"bare Flask, gunicorn, after {deliveries} POSTs", None, base_web_after),
             (f"rq worker -w SimpleWorker, after {jobs} no-op jobs", None, base_worker_after)]
     for name, idle, after in rows:
-        each = " + ".join(f"{label} {r / 1024:.1f}" for label, r, _ in after.each)
         print(f"| {name} | {f'{idle.rss / 1024:.1f} MiB' if idle else ''} | {after.rss / 1024:.1f} MiB "
-              f"| {after.pss / 1024:.1f} MiB | {each} |")
+              f"| {after.pss / 1024:.1f} MiB | {after.of_each()} |")
     print("\nRSS (PSS) after each third of the load: " + "; ".join(
         f"{n} deliveries: web {w.rss / 1024:.1f} ({w.pss / 1024:.1f}) MiB, worker {k.rss / 1024:.1f} "
         f"({k.pss / 1024:.1f}) MiB" for n, w, k in growth))
@@ -831,6 +835,7 @@ def main() -> int:
     parser.add_argument("--day-seconds", type=float, default=2, help="validate: how long a day lasts")
     parser.add_argument("--validate-tickets-per-day", type=float, default=6)
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # stop what it started on the way out
     parts = set(args.parts.split(","))
     unknown = parts - {"startup", "load", "validate"}
     if unknown:
