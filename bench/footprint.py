@@ -638,6 +638,18 @@ def print_model(unit: Unit, model: dict, for_good: dict, events_per_day: float, 
           f"included; for good: {total_for_good / tickets_for_good / 1024:.1f} KiB.")
 
 
+def print_growth(unit: Unit, events_per_day: float, retention_days: float) -> None:
+    """Redis's total by day from the start, to the day the first tickets expire."""
+    ends = CLOSES_AFTER_DAYS + retention_days
+    series = []
+    for day in (1, 7, 30, 60, ends):
+        model = steady_state(unit, events_per_day, day, retention_days, defaults.DELIVERY_TTL_SECONDS / DAY,
+                             defaults.RESULT_TTL_SECONDS / DAY)
+        series.append(f"day {day:g}: {mb(sum(used for _, used in model.values()))} MB")
+    print(f"\nTotal by day at {events_per_day:,.0f} deliveries a day: " + "; ".join(series)
+          + ", and so on for good.")
+
+
 # --- part 2: load, memory after, Redis per ticket ---------------------------------------------------
 
 def part_load(redis_url: str, tmp: Path, args) -> Unit:
@@ -723,6 +735,7 @@ def part_load(redis_url: str, tmp: Path, args) -> Unit:
                 f"Retention {retention_days:g} days after the last activity, processed deliveries kept "
                 f"{defaults.DELIVERY_TTL_SECONDS / DAY:g} days, RQ job records {defaults.RESULT_TTL_SECONDS} s; "
                 f"timers pending {', '.join(f'{k} {v:.2g} d' for k, v in PENDING_DAYS.items())} per ticket")
+    print_growth(unit, args.events_per_day, retention_days)
     return unit
 
 
