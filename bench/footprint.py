@@ -9,14 +9,15 @@ startup   The Procfile's ``web`` and ``worker`` spawned as a platform does (the 
           (bench/baseline_app.py) under gunicorn with the same bind, workers and access log, and
           ``rq worker`` (RQ's default worker, then its SimpleWorker) with no relance import. Time
           from spawn until the web answers GET /healthz, and until the worker is registered with
-          RQ (its key in ``rq:workers``) and idle; then resident memory (VmRSS, and PSS, which
-          shares forked pages fairly) of each process: gunicorn's master and its workers, the
-          worker and RQ's scheduler child.
+          RQ (its key in ``rq:workers``) and idle; then resident memory (VmRSS; PSS, which shares
+          forked pages out; USS, a process's own pages) of each process: gunicorn's master and
+          its workers, the worker and RQ's scheduler child.
 load      ``--tickets`` tickets live the default rules' common life through the real web and
           worker (dry run, mail to an outbox): created, a support comment, Waiting for feedback,
           the customer's comment (relance moves the ticket to Open: JIRA's webhook of that
           transition follows), Resolved, auto-closed by its timer (and JIRA's webhook of it):
-          seven JIRA Server-sized deliveries (``--body-kb``) and one timer firing per ticket.
+          seven JIRA Server deliveries (docs/examples' body with the ticket's comments: 13 KiB
+          on average; ``--body-kb`` pads them to more) and one timer firing per ticket.
           The auto-close delay is shortened to ``--auto-close-seconds`` so it fires during the
           run; nothing else differs from rules.yaml. Then: resident memory of web and worker
           beside the baselines after as many requests / no-op jobs; and Redis memory by key
@@ -24,7 +25,7 @@ load      ``--tickets`` tickets live the default rules' common life through the 
           steady state after ``--days`` days at ``--events-per-day`` deliveries a day, given what
           bounds each family.
 validate  The same life on a scaled clock (one day = ``--day-seconds`` seconds: the retention,
-          the delivery TTL and the rules' delays scaled alike), tickets started at a steady rate
+          the delivery TTL and the auto-close scaled alike), tickets started at a steady rate
           for ``--days`` scaled days, so processed deliveries really expire; the live memory by
           family at the end, measured, beside what the model of ``load`` predicts for that run.
 """
@@ -841,7 +842,8 @@ def main() -> int:
                         help="comma-separated: startup, load, validate (validate uses load's figures: it runs it)")
     parser.add_argument("--repeat", type=int, default=5, help="start-up runs of each process")
     parser.add_argument("--tickets", type=int, default=300, help="tickets of the load (7 deliveries each)")
-    parser.add_argument("--body-kb", type=float, default=10, help="size of each JIRA webhook body")
+    parser.add_argument("--body-kb", type=float, default=10,
+                        help="pad the bodies' descriptions to this mean size, if more than their own (13 KiB)")
     parser.add_argument("--auto-close-seconds", type=float, default=2, help="the load's auto-close delay")
     parser.add_argument("--events-per-day", type=float, default=10_000)
     parser.add_argument("--days", type=float, default=30)
