@@ -303,3 +303,14 @@ def test_the_timeline_says_a_timer_was_cancelled_only_when_one_was_pending(servi
     deliver(service, move(jira, KEY, "Resolved"), "d2")                 # cancels the pending reminder
     [cancel] = [e for e in Audit(service.redis).timeline(KEY) if e["kind"] == "timer cancelled"]
     assert cancel["rule"] == "feedback-reminder"
+
+
+def test_a_processed_body_is_kept_compressed_for_dedupe_and_reads_back_as_sent(service, jira, sendgrid):
+    from tests.jira_events import move
+    from tests.support import deliver
+    body = move(jira, "SUP-1", "Waiting for feedback")
+    deliver(service, body, "z1")
+    raw = service.redis.get(service.deliveries.key("z1"))
+    assert raw.startswith(b"\x00z") and len(raw) < len(json.dumps(body)) / 2
+    assert json.loads(service.deliveries.body("z1")) == body
+    assert 0 < service.redis.ttl(service.deliveries.key("z1")) <= service.deliveries.ttl
