@@ -111,40 +111,46 @@ class Effects:
         blocked = None
         for index, action in steps:
             effect_id = f"{effect_prefix}:{rule}:{index}"
-            if self.ledger.get(effect_id).get("state") in FINISHED:
+            token, entry = self.ledger.claim_and_get(effect_id, claim_seconds)
+            if entry.get("state") in FINISHED:
+                if token is not None:
+                    self.ledger.release(effect_id, token)
                 continue
-            token = self.ledger.claim(effect_id, claim_seconds)
             if token is None:
                 raise EffectBusy(f"{effect_id} is being performed by another execution")
+            refused = None
             try:
-                if self.ledger.get(effect_id).get("state") in FINISHED:   # finished while we looked
-                    continue
-                if blocked:
-                    self._finish(ticket, effect_id, rule, action, "skipped", f"not done: {blocked}")
-                    continue
                 extra = {}
-                try:
-                    state, detail, *more = self._perform(effect_id, action, ticket)
-                    extra = more[0] if more else {}
-                except (JiraError, MailError, NotifyError) as e:
-                    self._finish(ticket, effect_id, rule, action, "failed", str(e))
-                    blocked = f"{action.kind} failed"
-                    if self.failures is not None:
-                        self.failures.record(f"effect-{effect_prefix}-{rule}", RULE_FUNC, (effect_prefix, rule, ticket.key),
-                                             ticket.key, f"{action.kind} failed: {e}"[:500], 1)
-                    continue
-                except RecipientUnknown as e:
-                    state, detail = "skipped", str(e)
-                self._finish(ticket, effect_id, rule, action, state, detail, **extra)
-            finally:
+                if blocked:
+                    state, detail = "skipped", f"not done: {blocked}"
+                else:
+                    try:
+                        state, detail, *more = self._perform(effect_id, action, ticket)
+                        extra = more[0] if more else {}
+                    except (JiraError, MailError, NotifyError) as e:
+                        state, detail, refused = "failed", str(e), e
+                        blocked = f"{action.kind} failed"
+                    except RecipientUnknown as e:
+                        state, detail = "skipped", str(e)
+            except BaseException:
                 self.ledger.release(effect_id, token)
+                raise
+            self._finish(ticket, effect_id, rule, action, state, detail, token, **extra)
+            if refused is not None and self.failures is not None:
+                self.failures.record(f"effect-{effect_prefix}-{rule}", RULE_FUNC, (effect_prefix, rule, ticket.key),
+                                     ticket.key, f"{action.kind} failed: {refused}"[:500], 1)
 
-    def _finish(self, ticket, effect_id, rule, action, state, detail, **extra):
-        self.ledger.finish(effect_id, state, detail)
+    def _finish(self, ticket, effect_id, rule, action, state, detail, token, **extra):
+        """Record the effect's outcome, count it, note it on the timeline and give its claim back:
+        one round trip."""
+        pipe = self.ledger.redis.pipeline(transaction=False)
+        self.ledger.finish(effect_id, state, detail, pipe=pipe)
         if self.metrics is not None:
-            self.metrics.count("effects", action.kind, state)
-        self.audit.record(ticket.key, f"effect {state}", rule=rule, action=action.kind, effect=effect_id,
-                          detail=detail, **extra)
+            self.metrics.count("effects", action.kind, state, pipe=pipe)
+        self.audit.record(ticket.key, f"effect {state}", pipe=pipe, rule=rule, action=action.kind,
+                          effect=effect_id, detail=detail, **extra)
+        self.ledger.release(effect_id, token, pipe=pipe)
+        pipe.execute()
 
     # -- one action each -------------------------------------------------
     def _perform(self, effect_id: str, action: Action, ticket: Ticket) -> tuple:

@@ -18,5 +18,13 @@ def redis_from_url(url: str, socket_timeout: float | None = None) -> Redis:
     )
 
 
+# Delete a lock-like key only if it still holds this token (a claim or lock that expired and was
+# taken by someone else is left alone): redis-py's Lock releases the same way.
+RELEASE_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 def text(value) -> str | None:
     return value.decode() if isinstance(value, bytes) else value

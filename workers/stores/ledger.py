@@ -22,14 +22,9 @@ import zlib
 from redis import Redis
 
 from .. import defaults
-from .connection import text
+from .connection import RELEASE_IF_OWNER, text
 
 FINISHED = ("done", "skipped", "failed")
-
-_RELEASE_CLAIM = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class EffectLedger:
@@ -40,14 +35,18 @@ class EffectLedger:
         self.redis = redis
         self.ttl = int(ttl)
         self.claim_ms = int(claim_seconds * 1000)
-        self._release_claim = redis.register_script(_RELEASE_CLAIM)
+        self._release_claim = redis.register_script(RELEASE_IF_OWNER)
 
     @staticmethod
     def key(effect_id: str) -> str:
         return f"relance:effect:{effect_id}"
 
     def get(self, effect_id: str) -> dict:
-        raw = {text(k): text(v) for k, v in self.redis.hgetall(self.key(effect_id)).items()}
+        return self._entry(self.redis.hgetall(self.key(effect_id)))
+
+    @staticmethod
+    def _entry(fields: dict) -> dict:
+        raw = {text(k): text(v) for k, v in fields.items()}
         if "intent" in raw:
             raw["intent"] = json.loads(raw["intent"])
         return raw
@@ -71,12 +70,13 @@ class EffectLedger:
         pipe.expire(self.key(effect_id), self.ttl)
         return pipe.execute()[0] - 1
 
-    def finish(self, effect_id: str, state: str, detail: str = "") -> None:
+    def finish(self, effect_id: str, state: str, detail: str = "", pipe=None) -> None:
         assert state in FINISHED
-        pipe = self.redis.pipeline()
-        pipe.hset(self.key(effect_id), mapping={"state": state, "detail": detail, "finished_at": f"{time.time():.3f}"})
-        pipe.expire(self.key(effect_id), self.ttl)
-        pipe.execute()
+        p = pipe or self.redis.pipeline()
+        p.hset(self.key(effect_id), mapping={"state": state, "detail": detail, "finished_at": f"{time.time():.3f}"})
+        p.expire(self.key(effect_id), self.ttl)
+        if pipe is None:
+            p.execute()
 
     def keep_sent(self, effect_id: str, message: dict) -> None:
         """Keep an email as it was sent (subject, recipients, text and HTML), zlib-compressed:
@@ -102,5 +102,16 @@ class EffectLedger:
             return token
         return None
 
-    def release(self, effect_id: str, token: str) -> None:
-        self._release_claim(keys=[self.key(effect_id) + ":claim"], args=[token])
+    def claim_and_get(self, effect_id: str, seconds: float | None = None) -> tuple[str | None, dict]:
+        """``claim`` and ``get`` in one round trip: (the claim's token or None, the effect as it stands).
+        The entry is read after the claim is taken, so while the claim is held it cannot change."""
+        token = uuid.uuid4().hex
+        px = int(seconds * 1000) if seconds is not None else self.claim_ms
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(self.key(effect_id) + ":claim", token, nx=True, px=max(1, px))
+        pipe.hgetall(self.key(effect_id))
+        took, fields = pipe.execute()
+        return (token if took else None), self._entry(fields)
+
+    def release(self, effect_id: str, token: str, pipe=None) -> None:
+        self._release_claim(keys=[self.key(effect_id) + ":claim"], args=[token], client=pipe)
