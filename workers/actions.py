@@ -103,24 +103,24 @@ class Effects:
                      claim_seconds: float | None = None) -> None:
         """Perform ``steps`` ([(index, Action)]) of one rule for ``ticket``, each once.
 
-        Each effect is claimed for ``claim_seconds`` (the time the job has left) while
-        it is performed. Raises EffectBusy if another execution is performing one of
-        them now, and TransientError when JIRA or the mail provider should be asked
+        The rule's effects are claimed for ``claim_seconds`` (the time the job has left),
+        and read, in one round trip; each claim is given back with the effect's outcome.
+        Raises EffectBusy, before performing any, if another execution is performing one
+        of them now, and TransientError when JIRA or the mail provider should be asked
         again later.
         """
-        blocked = None
-        for index, action in steps:
-            effect_id = f"{effect_prefix}:{rule}:{index}"
-            token, entry = self.ledger.claim_and_get(effect_id, claim_seconds)
-            if entry.get("state") in FINISHED:
-                if token is not None:
-                    self.ledger.release(effect_id, token)
-                continue
-            if token is None:
-                raise EffectBusy(f"{effect_id} is being performed by another execution")
-            refused = None
-            try:
-                extra = {}
+        ids = [f"{effect_prefix}:{rule}:{index}" for index, _ in steps]
+        claims = self.ledger.claim_all(ids, claim_seconds)
+        held = {effect_id: token for effect_id, (token, _) in zip(ids, claims) if token is not None}
+        try:
+            busy = [i for i, (token, entry) in zip(ids, claims) if token is None and entry.get("state") not in FINISHED]
+            if busy:
+                raise EffectBusy(f"{busy[0]} is being performed by another execution")
+            blocked = None
+            for (index, action), effect_id, (token, entry) in zip(steps, ids, claims):
+                if entry.get("state") in FINISHED:
+                    continue
+                refused, extra = None, {}
                 if blocked:
                     state, detail = "skipped", f"not done: {blocked}"
                 else:
@@ -132,13 +132,16 @@ class Effects:
                         blocked = f"{action.kind} failed"
                     except RecipientUnknown as e:
                         state, detail = "skipped", str(e)
-            except BaseException:
-                self.ledger.release(effect_id, token)
-                raise
-            self._finish(ticket, effect_id, rule, action, state, detail, token, **extra)
-            if refused is not None and self.failures is not None:
-                self.failures.record(f"effect-{effect_prefix}-{rule}", RULE_FUNC, (effect_prefix, rule, ticket.key),
-                                     ticket.key, f"{action.kind} failed: {refused}"[:500], 1)
+                self._finish(ticket, effect_id, rule, action, state, detail, held.pop(effect_id), **extra)
+                if refused is not None and self.failures is not None:
+                    self.failures.record(f"effect-{effect_prefix}-{rule}", RULE_FUNC, (effect_prefix, rule, ticket.key),
+                                         ticket.key, f"{action.kind} failed: {refused}"[:500], 1)
+        finally:
+            if held:        # effects found finished, or left by a failure: their claims go back together
+                pipe = self.ledger.redis.pipeline(transaction=False)
+                for effect_id, token in held.items():
+                    self.ledger.release(effect_id, token, pipe=pipe)
+                pipe.execute()
 
     def _finish(self, ticket, effect_id, rule, action, state, detail, token, **extra):
         """Record the effect's outcome, count it, note it on the timeline and give its claim back:
@@ -170,7 +173,7 @@ class Effects:
             if self.ledger.get(effect_id).get("attempts"):
                 return "done", f"moved to {ticket.status} (JIRA shows it after an unclear answer)"
             return "skipped", f"already {ticket.status}"
-        self.ledger.begin(effect_id, {"transition": list(names)})
+        self.ledger.begin(effect_id, {"transition": list(names)}, defer=self.jira.dry_run)
         if self.jira.dry_run:
             return "done", f"dry run: would move {ticket.key} to {label}"
         self.ledger.attempt(effect_id)
@@ -184,7 +187,7 @@ class Effects:
         # The target is computed once and kept in the ledger, so a retry sets the same priority.
         target = self.ledger.begin(effect_id, {
             "priority": names[max(0, names.index(current) - steps)] if current else None,
-            "from": current})["priority"]
+            "from": current}, defer=self.jira.dry_run)["priority"]
         if target is None:
             return "skipped", f"priority {ticket.priority!r} is not one of {names}"
         if target == current:
@@ -198,7 +201,7 @@ class Effects:
     def _do_add_label(self, effect_id, label: str, ticket: Ticket):
         if label in ticket.labels:
             return "skipped", f"already labelled {label}"
-        self.ledger.begin(effect_id, {"add_label": label})
+        self.ledger.begin(effect_id, {"add_label": label}, defer=self.jira.dry_run)
         if self.jira.dry_run:
             return "done", f"dry run: would add label {label}"
         self.jira.add_label(ticket.key, label)
@@ -208,7 +211,7 @@ class Effects:
     def _do_set_priority(self, effect_id, name: str, ticket: Ticket):
         if (ticket.priority or "").casefold() == name.casefold():
             return "skipped", f"priority already {ticket.priority}"
-        self.ledger.begin(effect_id, {"priority": name, "from": ticket.priority})
+        self.ledger.begin(effect_id, {"priority": name, "from": ticket.priority}, defer=self.jira.dry_run)
         if self.jira.dry_run:
             return "done", f"dry run: would set priority {name}"
         self.jira.set_priority(ticket.key, name)        # a PUT: repeating it is harmless
@@ -218,7 +221,7 @@ class Effects:
     def _do_remove_label(self, effect_id, label: str, ticket: Ticket):
         if label not in ticket.labels:
             return "skipped", f"no label {label}"
-        self.ledger.begin(effect_id, {"remove_label": label})
+        self.ledger.begin(effect_id, {"remove_label": label}, defer=self.jira.dry_run)
         if self.jira.dry_run:
             return "done", f"dry run: would remove label {label}"
         self.jira.remove_label(ticket.key, label)
@@ -239,7 +242,7 @@ class Effects:
             return "skipped", "already unassigned"
         if target is not None and ticket.assignee is not None and target.same_as(ticket.assignee):
             return "skipped", f"already assigned to {target.ident}"
-        self.ledger.begin(effect_id, {"assign": who})
+        self.ledger.begin(effect_id, {"assign": who}, defer=self.jira.dry_run)
         label = "nobody" if target is None else (f"the reporter ({target.ident})" if who == "reporter" else who)
         if self.jira.dry_run:
             return "done", f"dry run: would assign to {label}"
@@ -269,7 +272,8 @@ class Effects:
             body = self.renderer.render_text("jira", comment.template, locale, self.context(ticket), time_zone)
         else:
             body = comment
-        body = self.ledger.begin(effect_id, {"comment": body})["comment"]     # a retry posts the same words
+        # A retry posts the same words.
+        body = self.ledger.begin(effect_id, {"comment": body}, defer=self.jira.dry_run)["comment"]
         if self.jira.dry_run:
             return "done", "dry run: would comment"
         # A POST that got no clear answer may have been applied: look before posting again.

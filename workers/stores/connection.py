@@ -28,3 +28,12 @@ return 0
 
 def text(value) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def run_script(script, keys: list, args: list, pipe=None):
+    """Run a registered Lua script: on its own, by EVALSHA (loaded on first use); on ``pipe``, as EVAL of
+    its text, since redis-py asks SCRIPT EXISTS before each pipeline holding a registered script (one
+    round trip more). Redis caches the compiled script either way."""
+    if pipe is None:
+        return script(keys=keys, args=args)
+    return pipe.eval(script.script, len(keys), *keys, *args)

@@ -18,7 +18,7 @@ from redis import Redis
 from redis.exceptions import LockError
 
 from .. import defaults
-from .connection import RELEASE_IF_OWNER, text
+from .connection import RELEASE_IF_OWNER, run_script, text
 from ..exceptions import TicketBusy
 from ..core.lifecycle import TicketMemory
 
@@ -93,7 +93,7 @@ class TicketStore:
         """Give back locks taken with ``try_lock`` (one that expired meanwhile is left alone)."""
         p = pipe or self.redis.pipeline(transaction=False)
         for ticket, token in tokens.items():
-            self._unlock(keys=[self.lock_key(ticket)], args=[token], client=p)
+            run_script(self._unlock, [self.lock_key(ticket)], [token], p)
         if pipe is None:
             p.execute()
 

@@ -24,7 +24,7 @@ from redis import Redis
 from rq import Queue
 
 from .. import defaults
-from .connection import text
+from .connection import run_script, text
 from .queue import TIMER_BATCH_PREFIX, enqueue_timers
 
 log = logging.getLogger("relance.timers")
@@ -160,15 +160,15 @@ class TimerStore:
 
     def release(self, value: str, generation: str, pipe=None) -> bool | None:
         """Forget a timer that has fired, unless it was re-armed meanwhile (on ``pipe``: its result says)."""
-        done = self._release(keys=KEYS, args=[value, generation], client=pipe)
+        done = run_script(self._release, KEYS, [value, generation], pipe)
         return None if pipe is not None else bool(done)
 
     def rearm(self, value: str, generation: str, due: float, new_generation: str, pipe=None,
               firing: bool = False) -> bool | None:
         """Arm a fired timer's next firing, unless it was cancelled or re-armed meanwhile (on ``pipe``: its
         result says). ``firing``: it stays marked firing until ``due``."""
-        done = self._rearm(keys=KEYS, args=[value, generation, due, new_generation, int(firing), self._firing_ttl],
-                           client=pipe)
+        done = run_script(self._rearm, KEYS, [value, generation, due, new_generation, int(firing), self._firing_ttl],
+                          pipe)
         return None if pipe is not None else bool(done)
 
     def hold(self, value: str, generation: str, until: float, firing: bool = False) -> bool:
