@@ -237,3 +237,25 @@ def test_the_access_log_does_not_show_the_url_token(redis_server, redis, jira, t
     written = log.read_text()
     assert '"POST /webhooks/jira HTTP/1.1" 202' in written
     assert "url-t0ken-9f8e" not in written
+
+
+def test_a_worker_killed_mid_firing_job_leaves_its_timers_due_again_and_each_acts_once(service, jira, sendgrid,
+                                                                                        redis):
+    first = service.start_worker()
+    hold = jira.hold("/rest/api/2/issue/SUP-2/transitions")    # SUP-2's close hangs in the firing job ...
+    for key, delivery in (("SUP-1", "r1"), ("SUP-2", "r2")):
+        assert service.post(move(jira, key, "Resolved"), delivery).status_code == 202
+    jira.held.wait_for(lambda held: held, timeout=30)
+    killed_at = time.monotonic()
+    service.kill(first)                                        # ... and the platform kills the worker
+    hold.set()
+    service.start_worker()
+    closed = sendgrid.wait_for(lambda m: len([x for x in m if x["categories"] == ["auto_closed"]]) == 2 or None,
+                               timeout=JOB_TIMEOUT + 5 + 30)
+    recovered_in = time.monotonic() - killed_at
+    print(f"timers recovered {recovered_in:.1f} s after SIGKILL")
+    assert closed and recovered_in < JOB_TIMEOUT + 5 + 10, recovered_in        # the lease, then a poll
+    assert [jira.issue(k)["fields"]["status"]["name"] for k in ("SUP-1", "SUP-2")] == ["Closed", "Closed"]
+    assert [len(transitions_posted(jira, k)) for k in ("SUP-1", "SUP-2")] == [1, 1]
+    mails = sorted(m["custom_args"]["issue_key"] for m in sendgrid.messages if m["categories"] == ["auto_closed"])
+    assert mails == ["SUP-1", "SUP-2"]
