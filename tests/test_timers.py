@@ -119,3 +119,12 @@ def test_release_only_forgets_the_same_generation(redis):
     assert timers.generation(member("auto-close", "SUP-1")) == "g2"
     assert timers.release(member("auto-close", "SUP-1"), "g2") is True
     assert timers.generation(member("auto-close", "SUP-1")) is None
+
+
+def test_the_soonest_due_timers_are_fired_first(redis):
+    timers, queue = TimerStore(redis), make_queue(redis)
+    for i in range(6):
+        timers.arm("auto-close", f"SUP-{i}", 1000.0 + i, "g1")
+    timers.pump(queue, 2000.0, job_size=2)
+    assert queued_timers(queue) == [[(member("auto-close", f"SUP-{i}"), "g1") for i in pair]
+                                    for pair in ((0, 1), (2, 3), (4, 5))]

@@ -21,7 +21,7 @@ from .core.events import Comment, Person, TicketEvent
 from .exceptions import EffectBusy, JiraError, MailError, NotifyError, RecipientInvalid, RecipientUnknown
 from .failures import RULE_FUNC
 from .stores.ledger import FINISHED, EffectLedger
-from .clients.mail import Message
+from .clients.mail import Message, OutboxMailer
 from .core.rules import Action, CommentAction, RuleSet, TransitionAction
 
 log = logging.getLogger("relance.actions")
@@ -99,18 +99,27 @@ class Effects:
     metrics: object = None
     failures: object = None     # where a rule whose effect failed for good is kept for a retry
 
+    @staticmethod
+    def effect_ids(rule: str, steps, effect_prefix: str) -> list[str]:
+        """The ledger ids of ``steps`` ([(index, Action)]) of ``rule`` performed under ``effect_prefix``."""
+        return [f"{effect_prefix}:{rule}:{index}" for index, _ in steps]
+
     def perform_rule(self, rule: str, steps, ticket: Ticket, effect_prefix: str,
-                     claim_seconds: float | None = None) -> None:
+                     claim_seconds: float | None = None, claims=None, writes=None) -> None:
         """Perform ``steps`` ([(index, Action)]) of one rule for ``ticket``, each once.
 
         The rule's effects are claimed for ``claim_seconds`` (the time the job has left),
-        and read, in one round trip; each claim is given back with the effect's outcome.
-        Raises EffectBusy, before performing any, if another execution is performing one
-        of them now, and TransientError when JIRA or the mail provider should be asked
-        again later.
+        and read, in one round trip (or were, by the caller: ``claims``, from
+        ``EffectLedger.claim_all`` of ``effect_ids``); each claim is given back with the
+        effect's outcome. Raises EffectBusy, before performing any, if another execution
+        is performing one of them now, and TransientError when JIRA or the mail provider
+        should be asked again later. ``writes``: a pipeline the caller executes soon after:
+        the outcome of an effect that changes nothing outside relance (a dry-run JIRA
+        action, mail to the outbox, a skip) is added to it rather than written at once;
+        should it be lost, the effect is simply performed again.
         """
-        ids = [f"{effect_prefix}:{rule}:{index}" for index, _ in steps]
-        claims = self.ledger.claim_all(ids, claim_seconds)
+        ids = self.effect_ids(rule, steps, effect_prefix)
+        claims = claims if claims is not None else self.ledger.claim_all(ids, claim_seconds)
         held = {effect_id: token for effect_id, (token, _) in zip(ids, claims) if token is not None}
         try:
             busy = [i for i, (token, entry) in zip(ids, claims) if token is None and entry.get("state") not in FINISHED]
@@ -132,28 +141,39 @@ class Effects:
                         blocked = f"{action.kind} failed"
                     except RecipientUnknown as e:
                         state, detail = "skipped", str(e)
-                self._finish(ticket, effect_id, rule, action, state, detail, held.pop(effect_id), **extra)
+                local = writes is not None and refused is None and (state == "skipped" or self._stays_local(action))
+                self._finish(ticket, effect_id, rule, action, state, detail, held.pop(effect_id),
+                             writes if local else None, **extra)
                 if refused is not None and self.failures is not None:
                     self.failures.record(f"effect-{effect_prefix}-{rule}", RULE_FUNC, (effect_prefix, rule, ticket.key),
                                          ticket.key, f"{action.kind} failed: {refused}"[:500], 1)
         finally:
             if held:        # effects found finished, or left by a failure: their claims go back together
-                pipe = self.ledger.redis.pipeline(transaction=False)
+                pipe = writes if writes is not None else self.ledger.redis.pipeline(transaction=False)
                 for effect_id, token in held.items():
                     self.ledger.release(effect_id, token, pipe=pipe)
-                pipe.execute()
+                if writes is None:
+                    pipe.execute()
 
-    def _finish(self, ticket, effect_id, rule, action, state, detail, token, **extra):
+    def _stays_local(self, action: Action) -> bool:
+        """Whether performing ``action`` changes nothing outside relance: a JIRA action in dry run, mail to
+        the outbox (each message a file named after its effect, so writing it again replaces it)."""
+        if action.kind == "email":
+            return isinstance(self.mailer, OutboxMailer)
+        return action.kind != "notify" and self.jira.dry_run
+
+    def _finish(self, ticket, effect_id, rule, action, state, detail, token, writes=None, **extra):
         """Record the effect's outcome, count it, note it on the timeline and give its claim back:
-        one round trip."""
-        pipe = self.ledger.redis.pipeline(transaction=False)
+        one round trip, or on ``writes``."""
+        pipe = writes if writes is not None else self.ledger.redis.pipeline(transaction=False)
         self.ledger.finish(effect_id, state, detail, pipe=pipe)
         if self.metrics is not None:
             self.metrics.count("effects", action.kind, state, pipe=pipe)
         self.audit.record(ticket.key, f"effect {state}", pipe=pipe, rule=rule, action=action.kind,
                           effect=effect_id, detail=detail, **extra)
         self.ledger.release(effect_id, token, pipe=pipe)
-        pipe.execute()
+        if writes is None:
+            pipe.execute()
 
     # -- one action each -------------------------------------------------
     def _perform(self, effect_id: str, action: Action, ticket: Ticket) -> tuple:

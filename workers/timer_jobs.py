@@ -5,8 +5,10 @@ time with JIRA configured (each ticket is then read from JIRA just before it is 
 on). A round reads what it needs of all its timers in two round trips (generations;
 what relance remembers of the tickets), takes the tickets' locks in one, re-checks the
 generations under the locks in one, and records every firing, skip and drop and gives
-the locks back in one. Each fired timer's effects are then performed through the
-ledger, each once, and the round's fired timers are released or re-armed together.
+the locks back in one. The fired timers' effects are then claimed in the ledger
+together and performed, each once; the outcomes of those that change nothing outside
+relance (dry-run JIRA actions, mail to the outbox) are written with the release or
+re-arming of the round's fired timers, in one more round trip.
 
 Each timer stays on its own. A timer whose firing raises (JIRA away, say), or whose
 ticket another job holds, goes on in its own job (``workers.jobs.fire_timer``), which
@@ -96,21 +98,28 @@ def fire_round(ctx: Context, firings: list[Firing], alone: bool = False) -> None
     writes = ctx.redis.pipeline(transaction=False)
     _read(ctx, firings, writes, alone)
     _lock_and_record(ctx, [f for f in firings if f.outcome is None], writes, alone)
-    performed = []
-    for f in firings:
-        if f.outcome is not None:
-            continue
-        with about(ticket=f.key):
-            try:
-                steps = [(e.index, e.action) for e in plan_effects(ctx.rules, f.rule_name)]
-                ctx.effects.perform_rule(f.rule_name, steps, f.ticket, f.prefix, _time_left())
-            except Exception as e:
-                if alone:
-                    raise
-                _hand_off(ctx, f, e)
-                continue
-        performed.append(f)
-    _release_or_rearm(ctx, performed)
+    fired = [f for f in firings if f.outcome is None]
+    plans = [[(e.index, e.action) for e in plan_effects(ctx.rules, f.rule_name)] for f in fired]
+    ids = [ctx.effects.effect_ids(f.rule_name, steps, f.prefix) for f, steps in zip(fired, plans)]
+    claims = ctx.effects.ledger.claim_all([i for each in ids for i in each], _time_left())     # one round trip
+    performed, failed, taken = [], [], 0
+    try:
+        for f, steps, each in zip(fired, plans, ids):
+            mine, taken = claims[taken:taken + len(each)], taken + len(each)
+            with about(ticket=f.key):
+                try:
+                    ctx.effects.perform_rule(f.rule_name, steps, f.ticket, f.prefix, claims=mine, writes=writes)
+                except Exception as e:
+                    if alone:
+                        raise
+                    failed.append((f, e))
+                    continue
+            performed.append(f)
+    finally:
+        # The effects' local outcomes, claims given back, and the fired timers released or re-armed: one round trip.
+        _release_or_rearm(ctx, performed, writes)
+    for f, e in failed:
+        _hand_off(ctx, f, e)
 
 
 def _read(ctx: Context, firings: list[Firing], writes, alone: bool) -> None:
@@ -197,26 +206,24 @@ def _lock_and_record(ctx: Context, firings: list[Firing], writes, alone: bool) -
         _hand_off(ctx, f, e)
 
 
-def _release_or_rearm(ctx: Context, firings: list[Firing]) -> None:
-    """Forget the fired timers, or arm a repeating rule's next firing: one round trip (and one more to note
-    the re-armed ones on their timelines)."""
-    if not firings:
-        return
-    pipe = ctx.redis.pipeline(transaction=False)
-    repeats = []
+def _release_or_rearm(ctx: Context, firings: list[Firing], writes) -> None:
+    """Forget the fired timers, or arm a repeating rule's next firing, with the round's ``writes`` (and note
+    the re-armed ones on their timelines: one round trip more)."""
+    repeats, start = [], len(writes)
     for f in firings:
         base, firing = split_generation(f.generation)
         due_ms = int((f.due if f.due is not None else time.time()) * 1000)
         next_ms = next_firing(ctx.rules, f.rule, due_ms, firing)
         if next_ms is None:
-            ctx.timers.release(f.member, f.generation, pipe=pipe)
+            ctx.timers.release(f.member, f.generation, pipe=writes)
         else:
-            ctx.timers.rearm(f.member, f.generation, next_ms / 1000, f"{base}-r{firing + 1}", pipe=pipe)
+            ctx.timers.rearm(f.member, f.generation, next_ms / 1000, f"{base}-r{firing + 1}", pipe=writes)
         repeats.append((f, next_ms, f"{base}-r{firing + 1}", firing + 1))
         f.outcome = "fired"
+    done = writes.execute()[start:]
     notes = ctx.redis.pipeline(transaction=False)
-    for (f, next_ms, generation, repeat), done in zip(repeats, pipe.execute()):
-        if next_ms is not None and done:
+    for (f, next_ms, generation, repeat), armed in zip(repeats, done):
+        if next_ms is not None and armed:
             ctx.audit.record(f.key, "timer armed", pipe=notes, rule=f.rule_name, due_ms=next_ms,
                              generation=generation, repeat=repeat)
     notes.execute()

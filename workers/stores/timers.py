@@ -230,7 +230,8 @@ class TimerStore:
         """
         room = waiting - sum(1 for j in queue.get_job_ids(0, waiting) if j.startswith(TIMER_BATCH_PREFIX))
         claimed = self.claim(now, min(limit, room * job_size)) if room > 0 else []
-        for start in range(0, len(claimed), job_size):
+        # Each job goes to the front: the last queued is taken first, so the soonest due are queued last.
+        for start in reversed(range(0, len(claimed), job_size)):
             enqueue_timers(queue, claimed[start:start + job_size], timeout)
         return len(claimed)
 
