@@ -49,15 +49,15 @@ def firing_results(ctx) -> list[str]:
 
 
 def test_one_firing_job_fires_a_burst_of_timers_each_once(dry_run, jira, settings):
-    keys = resolve(dry_run, jira, 23, cloud=False)        # Server payloads carry the reporter's email
-    assert fire_due(dry_run, time.time() + LATER) == 23
-    assert firing_results(dry_run) == ["23 fired"]       # one job, in rounds of 10, 10 and 3
+    keys = resolve(dry_run, jira, 28, cloud=False)        # Server payloads carry the reporter's email
+    assert fire_due(dry_run, time.time() + LATER) == 28
+    assert firing_results(dry_run) == ["28 fired"]       # one job, in rounds of 25 and 3
     for key in keys:
         timeline = [e["kind"] for e in Audit(dry_run.redis).timeline(key)]
         assert timeline.count("timer fired") == 1 and timeline[-3:] == ["timer fired", "effect done", "effect done"]
     assert dry_run.timers.count() == 0
-    assert len(list(settings.outbox_dir.glob("timer-*auto-close*.eml"))) == 23
-    assert b"relance_timer_lateness_seconds_count 23.0" in dry_run.effects.metrics.exposition("relance")
+    assert len(list(settings.outbox_dir.glob("timer-*auto-close*.eml"))) == 28
+    assert b"relance_timer_lateness_seconds_count 28.0" in dry_run.effects.metrics.exposition("relance")
 
 
 def test_a_timer_in_two_firing_jobs_acts_once(dry_run, jira, settings):
@@ -112,9 +112,9 @@ def test_a_firing_job_out_of_time_puts_its_remaining_timers_back_due_now(setting
     ctx = Context.build(settings.replace(job_timeout=0.001), redis)
     process_context.use(ctx)
     try:
-        keys = resolve(ctx, jira, 13, cloud=False)
+        keys = resolve(ctx, jira, 28, cloud=False)
         claimed = ctx.timers.claim(time.time() + LATER)
-        assert fire_timers([list(c) for c in claimed]) == "10 fired, 3 put back"     # one round, then no time
+        assert fire_timers([list(c) for c in claimed]) == "25 fired, 3 put back"     # one round, then no time
         back = [ctx.timers.get("auto-close", k) for k in keys]
         assert sum(t is not None for t in back) == 3
         assert all(t.due <= time.time() for t in back if t)                          # due now: claimed again

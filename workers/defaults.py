@@ -32,7 +32,7 @@ TIMER_JOB_SIZE = 50                     # timers fired by one RQ job (RELANCE_TI
 # Firing jobs waiting at the head of the queue beyond which the pumps claim no more: a burst of
 # due timers is claimed as workers get through it, so no claimed timer outlives its lease queued.
 TIMER_JOBS_WAITING = 8
-TIMER_ROUND = 10                        # timers a firing job reads, locks and records together (dry run)
+TIMER_ROUND = 25                        # timers a firing job reads, locks and records together (dry run)
 
 # Reconcile: the worker asks JIRA for tickets changed lately (webhooks lost in an outage)
 RECONCILE_INTERVAL_SECONDS = 3600       # RELANCE_RECONCILE_INTERVAL overrides it
