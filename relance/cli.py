@@ -86,8 +86,10 @@ def cmd_check(args) -> int:
                 print(f"{path}: warning: rule {rule.name!r}: {action.notify.url_env} is not set here; "
                       "its chat message is skipped wherever it is not set", file=sys.stderr)
     timed = sum(1 for r in rules.rules if r.after)
+    on_email = sum(1 for r in rules.rules if r.when.kind == "email")     # fired by SendGrid's Event Webhook
     rendered = "".join(f", {name} ({', '.join(locales)})" for name, locales in texts.items())
-    print(f"{path}: OK, {len(rules.rules)} rules ({timed} timed), {len(rules.statuses)} lifecycle states; "
+    print(f"{path}: OK, {len(rules.rules)} rules ({timed} timed"
+          + (f", {on_email} on email events" if on_email else "") + f"), {len(rules.statuses)} lifecycle states; "
           f"{len(names)} email templates render in {', '.join(renderer.locales())}"
           + (f"; text templates render too: {rendered[2:]}" if texts else ""))
     return 0

@@ -23,7 +23,8 @@ def relance(*args, env=None):
 def test_check_accepts_the_shipped_rules():
     result = relance("check")
     assert result.returncode == 0
-    assert "OK, 9 rules (3 timed), 5 lifecycle states; 8 email templates render in en, fr" in result.stdout
+    assert "OK, 10 rules (3 timed, 1 on email events), 5 lifecycle states; 8 email templates render in en, fr" \
+        in result.stdout
 
 
 def test_check_reports_every_problem_with_its_line(tmp_path):
@@ -85,8 +86,8 @@ def test_check_renders_jira_and_chat_templates_and_names_the_file_of_an_unknown_
 def test_check_says_which_text_templates_render(tmp_path):
     result = relance("check")
     assert result.returncode == 0, result.stderr
-    assert "text templates render too: jira/escalation_note (en, fr), chat/escalation_chat (en, fr)" \
-        in result.stdout
+    assert "text templates render too: jira/email_bounced (en, fr), jira/email_reply (en, fr), " \
+           "jira/escalation_note (en, fr), chat/escalation_chat (en, fr)" in result.stdout
 
 
 def test_check_names_a_syntax_error_in_a_chat_template(tmp_path):

@@ -380,9 +380,11 @@ def test_a_text_template_in_an_unknown_locale_falls_back_to_the_default():
 
 def test_text_samples_render_every_jira_and_chat_template():
     from workers.rendering.samples import render_text_samples, text_templates
-    for folder, name in (("jira", "escalation_note"), ("chat", "escalation_chat")):
+    jira = ("email_bounced", "email_reply", "escalation_note")
+    for folder, names in (("jira", jira), ("chat", ("escalation_chat",))):
         pairs = text_templates(TEMPLATES, folder)
-        assert pairs == [("en", name), ("fr", name)]
+        assert pairs == [(locale, name) for locale in ("en", "fr") for name in names]
         for locale, _, text in render_text_samples(RULES, RENDERER, folder, pairs):
-            assert "SUP-42" in text or "Jeanne Martin" in text
+            assert "SUP-42" in text or "Jeanne Martin" in text or "jeanne.martin@client.example" in text \
+                or "Claire Client" in text
             assert "{{" not in text and "{%" not in text

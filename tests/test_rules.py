@@ -32,7 +32,9 @@ def test_the_shipped_rules_file_is_valid_and_has_the_three_rules():
     rules = load_rules(PROJECT_ROOT / "rules.yaml", PROJECT_ROOT / "templates")
     assert [r.name for r in rules.rules] == ["acknowledge", "feedback-request", "feedback-reminder",
                                              "customer-answered", "resolved-notice", "auto-close",
-                                             "customer-replied", "escalate-reopened", "support-silence"]
+                                             "customer-replied", "escalate-reopened", "support-silence",
+                                             "email-bounced"]
+    assert rules.rule("email-bounced").when.kind == "email"
     assert rules.comment_is_enough() and rules.rule("support-silence").calendar == "support"
     assert rules.rule("feedback-reminder").after == 3 * 86400
     assert rules.rule("auto-close").after == 5 * 86400

@@ -239,6 +239,67 @@ def test_the_access_log_does_not_show_the_url_token(redis_server, redis, jira, t
     assert "url-t0ken-9f8e" not in written
 
 
+def test_email_both_ways_through_the_real_processes(service, jira, sendgrid, redis):
+    """The customer answers the feedback request by replying; SendGrid posts the reply (chunked, as it
+    does) to the web process, the worker posts it to JIRA and the ticket goes back to Open. A bounce
+    of that email, posted to the Event Webhook, is then written on the ticket."""
+    from tests.inbound_posts import french_reply
+    service.stop()
+    service.env.update(REPLY_DOMAIN="replies.acme.example", RELANCE_SECRET_KEY="reply-secret-for-the-test")
+    service.start_web()
+    service.start_worker()
+    assert service.post(move(jira, "SUP-1", "Waiting for feedback"), "w1").status_code == 202
+    [mail] = sendgrid.wait_for(lambda m: m if m else None)
+    reply_to = mail["reply_to"]["email"]
+    assert reply_to.startswith("sup-1.") and reply_to.endswith("@replies.acme.example")
+    assert mail["headers"]["Auto-Submitted"] == "auto-generated"
+
+    content_type, body = french_reply(to=reply_to, sender="Jane Customer <jane@customer.example>")
+    chunks = (body[i:i + 4096] for i in range(0, len(body), 4096))       # no Content-Length, as SendGrid posts
+    answer = requests.post(f"{service.url}/webhooks/sendgrid/inbound", data=chunks,
+                           headers={"Content-Type": content_type}, timeout=10)
+    assert answer.status_code == 202, answer.text
+    jira.wait_for(lambda requests_: [r for r in requests_ if r.method == "POST"
+                                     and r.path == "/rest/api/2/issue/SUP-1/transitions"])
+    assert jira.issue("SUP-1")["fields"]["status"]["name"] == "Open"
+    [comment] = jira.issue("SUP-1")["fields"]["comment"]["comments"]
+    assert comment["body"].startswith("(i) *Jane Customer* replied by email")
+
+    # An out-of-office (refused on the timeline), a forged address (refused at the door), then an
+    # HTML-only reply with an attachment (a second comment, the file on the ticket).
+    from tests.inbound_posts import auto_reply, html_only_reply
+    from workers.core.inbound import Attachment
+    from workers.core.replies import reply_address
+
+    def post_reply(post):
+        return requests.post(f"{service.url}/webhooks/sendgrid/inbound", data=post[1],
+                             headers={"Content-Type": post[0]}, timeout=10)
+
+    assert post_reply(auto_reply(to=reply_to, sender="jane@customer.example")).status_code == 202
+    forged = reply_address("not-the-service-secret", "replies.acme.example", "SUP-1", "jane@customer.example",
+                           time.time())
+    refused = post_reply(french_reply(to=forged, sender="jane@customer.example"))
+    assert refused.status_code == 403 and "forged" in refused.text
+    shot = Attachment("screen.png", "image/png", b"\x89PNG\r\n\x1a\n" + bytes(64))
+    assert post_reply(html_only_reply(to=reply_to, sender="Jane Customer <jane@customer.example>",
+                                      attachments=[shot])).status_code == 202
+    jira.wait_for(lambda _: len(jira.issue("SUP-1")["fields"]["comment"]["comments"]) == 2)
+    assert [a["filename"] for a in jira.attachments("SUP-1")] == ["screen.png"]
+    assert "[^screen.png]" in jira.issue("SUP-1")["fields"]["comment"]["comments"][1]["body"]
+    timeline = Audit(redis).timeline("SUP-1")
+    assert [e["reason"] for e in timeline if e["kind"] == "reply refused"] == ["auto_reply"]
+
+    bounce = [{"event": "bounce", "email": "jane@customer.example", "timestamp": int(time.time()),
+               "sg_event_id": "bounce-1", "sg_message_id": "m1", "type": "bounce", "status": "5.1.1",
+               "reason": "550 5.1.1 The email account that you tried to reach does not exist.",
+               **mail["custom_args"]}]
+    answer = requests.post(f"{service.url}/webhooks/sendgrid/events", json=bounce, timeout=10)
+    assert answer.status_code == 202, answer.text
+    jira.wait_for(lambda _: len(jira.issue("SUP-1")["fields"]["comment"]["comments"]) == 3)
+    note = jira.issue("SUP-1")["fields"]["comment"]["comments"][2]["body"]
+    assert "jane@customer.example" in note and "bounced" in note
+
+
 def test_a_worker_killed_mid_firing_job_leaves_its_timers_due_again_and_each_acts_once(service, jira, sendgrid,
                                                                                         redis):
     first = service.start_worker()

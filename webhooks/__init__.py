@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from flask import Flask, jsonify, request
@@ -18,6 +19,10 @@ from workers.exceptions import ConfigError
 from workers.stores.queue import make_queue
 from workers.core.rules import RuleSet, load_rules
 from workers.settings import Settings
+
+from .signature import sendgrid_keys
+
+log = logging.getLogger("relance.webhooks")
 
 
 @dataclass
@@ -49,12 +54,34 @@ def require_authentication(settings: Settings) -> None:
             "set ALLOW_UNAUTHENTICATED_WEBHOOKS=1")
 
 
+def check_sendgrid_key(settings: Settings) -> None:
+    """Raise ConfigError if SENDGRID_WEBHOOK_PUBLIC_KEY is set but is not what SendGrid shows."""
+    if settings.sendgrid_webhook_public_key:
+        try:
+            sendgrid_keys(settings.sendgrid_webhook_public_key)
+        except ValueError as e:
+            raise ConfigError(f"SENDGRID_WEBHOOK_PUBLIC_KEY: {e}. Paste the verification key SendGrid shows for "
+                              "the signed Event Webhook or the Inbound Parse security policy (base64, "
+                              "starting MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE); separate several with commas") from None
+
+
+def config_warnings(settings: Settings) -> list[str]:
+    """What the web starts with but an operator should know."""
+    if settings.replies_enabled and not settings.sendgrid_webhook_public_key:
+        return ["REPLY_DOMAIN is set but SENDGRID_WEBHOOK_PUBLIC_KEY is not: Inbound Parse posts are not "
+                "signature-checked (their signed reply address still authenticates each reply); attach a "
+                "signing security policy to the Parse setting and set its key to check them"]
+    return []
+
+
 def check_config(settings: Settings) -> RuleSet:
     """Raise what the web refuses to start on, building nothing: no REDIS_URL (RuntimeError),
-    unauthenticated webhooks (ConfigError), an invalid rules file (RulesError). Return the rules."""
+    unauthenticated webhooks or a bad SendGrid key (ConfigError), an invalid rules file (RulesError).
+    Return the rules."""
     if not settings.redis_url:
         raise RuntimeError("REDIS_URL is not set (python -m relance up starts a private Redis and sets it)")
     require_authentication(settings)
+    check_sendgrid_key(settings)
     # A bad rules file stops the web too, so a broken deploy fails at once, not at the first event.
     return load_rules(settings.rules_file, settings.templates_dir)
 
@@ -76,20 +103,26 @@ def create_app(config: Settings | dict | None = None) -> Flask:
                                         DeliveryStore(redis, keep=settings.retention), rules,
                                         Metrics(redis, settings.retention))
 
-    from . import health, jira, metrics, operator
+    from . import health, jira, metrics, operator, sendgrid, verdicts
     app.register_blueprint(jira.bp)
+    app.register_blueprint(sendgrid.bp)
     app.register_blueprint(metrics.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(operator.bp)
 
+    webhook_sources = {"/webhooks/jira": "jira", sendgrid.INBOUND_PATH: "inbound", sendgrid.EVENTS_PATH: "events"}
+
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):
-        if request.endpoint == "jira.receive" or request.path == "/webhooks/jira":
-            # Refused before the handler ran (a body over the limit): still a delivery, counted and logged.
-            return jira.answer(e.code, error=e.name.lower(), reason=e.description)
+        source = webhook_sources.get(request.path)
+        if source:
+            # Refused before the handler answered (a body over the limit): still a delivery, counted and logged.
+            return verdicts.answer(source, e.code, error=e.name.lower(), reason=e.description)
         response = jsonify(error=e.name.lower(), reason=e.description)
         response.status_code = e.code
         return response
 
     logs.configure(settings.log_format)
+    for warning in config_warnings(settings):
+        log.warning(warning)
     return app

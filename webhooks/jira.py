@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import logging
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, request
 from redis.exceptions import RedisError
 
 from workers.stores.deliveries import delivery_id
 from workers.core.events import HANDLED_EVENTS, ISSUE_KEY, identity_problem
 from workers.stores.queue import enqueue_delivery
-from workers.stores.views import log_delivery
 
+from . import verdicts
 from .signature import verify, verify_token
 
 bp = Blueprint("jira", __name__)
@@ -38,25 +38,8 @@ def _unauthenticated(settings, body: bytes) -> str | None:
 
 
 def answer(code: int, **body):
-    """The JSON answer, counted in relance_deliveries_total by its verdict and added to the
-    dashboard's capped delivery log: one pipelined write, never failing the answer."""
-    verdict = ("queued" if code == 202 else body.get("status", "accepted") if code < 300
-               else "unavailable" if code >= 500 else "unauthorized" if code == 401 else "rejected")
-    edge = current_app.extensions["relance"]
-    seen = g.get("webhook", {})
-    try:
-        pipe = edge.redis.pipeline(transaction=False)
-        if edge.metrics is not None:
-            edge.metrics.count("deliveries", verdict, pipe=pipe)
-        log_delivery(pipe, edge.settings.retention, code=code, verdict=verdict, ticket=seen.get("ticket"),
-                     event=seen.get("event"), delivery=body.get("delivery"),
-                     reason=": ".join(filter(None, (body.get("error"), body.get("reason")))) or None)
-        pipe.execute()
-    except RedisError as e:
-        log.debug("delivery verdict not logged: %s", e)
-    response = jsonify(body)
-    response.status_code = code
-    return response
+    """The JSON answer, counted in relance_deliveries_total and logged for the dashboard (verdicts.answer)."""
+    return verdicts.answer("jira", code, **body)
 
 
 @bp.post("/webhooks/jira")
@@ -97,9 +80,7 @@ def receive():
         queued = enqueue_delivery(edge.queue, did, edge.settings.job_timeout)
     except RedisError as e:
         log.error("webhook %s not accepted, Redis unavailable: %s", did, e)
-        response = answer(503, error="queue unavailable", reason="Redis is unreachable; retry later")
-        response.headers["Retry-After"] = str(edge.retry_after)
-        return response
+        return verdicts.unavailable("jira", edge.retry_after)
     if not fresh and not queued:
         return answer(200, status="duplicate", delivery=did)
     return answer(202, status="queued", delivery=did)

@@ -22,6 +22,7 @@ from .exceptions import EffectBusy, JiraError, MailError, NotifyError, Recipient
 from .failures import RULE_FUNC
 from .stores.ledger import FINISHED, EffectLedger
 from .clients.mail import Message, OutboxMailer
+from .core.replies import ReplyAddresses
 from .core.rules import Action, CommentAction, RuleSet, TransitionAction
 
 log = logging.getLogger("relance.actions")
@@ -50,6 +51,7 @@ class Ticket:
     event: TicketEvent | None = None      # what triggered the rule, if an event did
     since_ms: int | None = None           # when the ticket entered its current state
     times_reopened: int = 0
+    email_event: dict | None = None       # what SendGrid said of an email, when that triggered the rule
 
     @classmethod
     def from_snapshot(cls, snap: dict, **extra) -> "Ticket":
@@ -68,6 +70,8 @@ class Ticket:
         comments = tuple(c for c in map(_comment, (f.get("comment") or {}).get("comments") or ()) if c)
         if event is not None and event.comment is not None:
             confirmed = next((c for c in comments if event.comment.id and c.id == event.comment.id), None)
+            if confirmed is not None and event.comment.via_email:    # posted by relance for the customer
+                confirmed = replace(confirmed, author=event.comment.author, via_email=True)
             event = replace(event, comment=confirmed)
         labels = f.get("labels")
         return cls(key=issue.get("key") or key, summary=f.get("summary") or "",
@@ -98,6 +102,7 @@ class Effects:
     notifier: object = None
     metrics: object = None
     failures: object = None     # where a rule whose effect failed for good is kept for a retry
+    replies: ReplyAddresses | None = None   # signs customer emails' Reply-To (REPLY_DOMAIN); None: no replies
 
     @staticmethod
     def effect_ids(rule: str, steps, effect_prefix: str) -> list[str]:
@@ -303,39 +308,53 @@ class Effects:
         return "done", "commented"
 
     def _do_email(self, effect_id, spec, ticket: Ticket):
+        """Send the email ``spec`` names. A customer email (its reader is the ticket's reporter) carries,
+        with replies enabled, a signed Reply-To that brings the customer's answer back to the ticket;
+        an email to support keeps MAIL_REPLY_TO. The intent records the audience and that Reply-To."""
         try:
-            recipients, reader = self._recipients(spec.recipients, ticket)
+            recipients, reader, role = self._recipients(spec.recipients, ticket)
         except RecipientUnknown:
             if not spec.fallback:
                 raise
-            recipients, reader = self._recipients(spec.fallback, ticket)
+            recipients, reader, role = self._recipients(spec.fallback, ticket)
         recipients = [checked_address(a) for a in recipients]
         # The reader's own JIRA language and time zone, else the project's, else the rules file's.
         locale, time_zone = self.rules.audience(ticket.project)
         if reader:
             locale, time_zone = reader.locale or locale, reader.time_zone or time_zone
         rendered = self.renderer.render(spec.template, locale, self.context(ticket, reader), time_zone)
-        self.ledger.begin(effect_id, {"email": spec.template, "to": recipients, "locale": rendered.locale})
+        audience = "customer" if role == "reporter" else "support"
+        reply_to = None
+        if audience == "customer" and self.replies is not None:
+            reply_to = self.replies.address(ticket.key, checked_address(reader.email), time.time())
+        intent = self.ledger.begin(effect_id, {"email": spec.template, "to": recipients, "locale": rendered.locale,
+                                               "audience": audience, "reply_to": reply_to})
+        if self.replies is not None:
+            reply_to = intent.get("reply_to")       # a retry on another day sends the address first issued
         sent = self.mailer.send(Message(to=tuple(recipients), subject=rendered.subject, text=rendered.text,
                                         html=rendered.html, effect_id=effect_id, ticket=ticket.key,
-                                        category=spec.template))
+                                        category=spec.template, reply_to=reply_to))
         self.ledger.keep_sent(effect_id, {"subject": rendered.subject, "to": recipients, "text": rendered.text,
                                           "html": rendered.html, "locale": rendered.locale,
                                           "template": spec.template, "sent_at": time.time(), "id": sent,
-                                          "ticket": ticket.key})
+                                          "ticket": ticket.key, "audience": audience,
+                                          "reply_to": reply_to or getattr(self.mailer, "reply_to", None),
+                                          "reply_signed": bool(reply_to)})
         return "done", f"{spec.template} ({rendered.locale}) sent ({sent})", {"to": recipients}
 
-    def _recipients(self, wanted, ticket: Ticket) -> tuple[list[str], Person | None]:
-        """Addresses for ``wanted`` (roles or addresses) and the first person among them, as reader."""
-        recipients, reader = [], None
+    def _recipients(self, wanted, ticket: Ticket) -> tuple[list[str], Person | None, str | None]:
+        """Addresses for ``wanted`` (roles or addresses), the first person among them (the reader),
+        and the reader's role (``reporter`` or ``assignee``; None without a person)."""
+        recipients, reader, role = [], None, None
         for who in wanted:
             if who in ("reporter", "assignee"):
                 person = self._with_contact(getattr(ticket, who), who)
                 recipients.append(person.email)
-                reader = reader or person
+                if reader is None:
+                    reader, role = person, who
             else:
                 recipients.append(who)
-        return recipients, reader
+        return recipients, reader, role
 
     def _with_contact(self, person: Person | None, role: str) -> Person:
         """``person`` with an email address, and their locale and time zone when JIRA tells them.
@@ -407,4 +426,13 @@ def email_context(rules: RuleSet, ticket: Ticket, reader: Person | None = None, 
         "closes_on": since + timedelta(seconds=closes_after) if closes_after else None,
         "comment_is_enough": rules.comment_is_enough(),
         "assignee_name": _name(ticket.assignee),
+        "email_event": _email_event(ticket.email_event),
     }
+
+
+def _email_event(facts: dict | None) -> dict | None:
+    """An email event's facts as templates read them: ``sent_at`` a datetime (None if unknown)."""
+    if not facts:
+        return None
+    sent_at = facts.get("sent_at")
+    return {**facts, "sent_at": datetime.fromtimestamp(float(sent_at), timezone.utc) if sent_at else None}

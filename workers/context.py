@@ -21,6 +21,8 @@ from .clients.mail import make_mailer
 from .stores.metrics import Metrics
 from .clients.notify import Notifier
 from .stores.queue import make_queue
+from .core.replies import ReplyAddresses
+from .exceptions import ConfigError
 from .core.rules import RuleSet, load_rules
 from .settings import Settings
 from .stores.tickets import TicketStore
@@ -56,13 +58,23 @@ class Context:
         effects = Effects(rules=rules, jira=make_jira(settings), mailer=make_mailer(settings),
                           renderer=Renderer(settings.templates_dir, rules.locale), ledger=ledger,
                           audit=audit, jira_base_url=settings.jira_base_url, notifier=Notifier(os.environ),
-                          metrics=metrics, failures=failures)
+                          metrics=metrics, failures=failures, replies=reply_addresses(settings))
         effects.jira.timing = lambda seconds: metrics.observe("remote", seconds, "jira")
         effects.mailer.timing = lambda seconds: metrics.observe("remote", seconds, "sendgrid")
         return cls(settings, redis, rules, make_queue(redis, settings.queue_name),
                    DeliveryStore(redis, keep=settings.retention), TicketStore(redis, ticket_ttl),
                    TimerStore(redis, lease=settings.job_timeout + defaults.HEARTBEAT_GRACE_SECONDS), audit, effects,
                    failures)
+
+
+def reply_addresses(settings: Settings) -> ReplyAddresses | None:
+    """What signs the Reply-To of customer emails, when REPLY_DOMAIN is set (from_env then requires the key)."""
+    if not settings.replies_enabled:
+        return None
+    secret = settings.reveal("secret_key")
+    if not secret:
+        raise ConfigError("REPLY_DOMAIN is set but RELANCE_SECRET_KEY is not: reply addresses cannot be signed")
+    return ReplyAddresses(secret, settings.reply_domain)
 
 
 _context: Context | None = None

@@ -70,6 +70,10 @@ REPLY_TOKEN_DAYS = 180                  # a reply address works this long after 
 INBOUND_MAX_BODY_BYTES = 32 * 1024 * 1024   # Inbound Parse posts reach 30 MB
 REPLY_FLOOD_PER_HOUR = 20               # replies taken from one sender per hour; more are refused
 MAIL_EVENT_TTL_SECONDS = 7 * 24 * 3600  # how long an Event Webhook sg_event_id is remembered for dedupe
+# A signed SendGrid post older than this is refused as a replay: SendGrid retries for up to 3 days
+# (Inbound Parse; 1 day for events), plus a day's margin. Kept below the dedupe TTLs above, so a
+# replayed post is either refused or a duplicate, never processed twice.
+SENDGRID_SIGNATURE_MAX_AGE_SECONDS = 4 * 24 * 3600
 
 # Embedded defaults
 OUTBOX_DIR = "outbox"

@@ -95,3 +95,7 @@ class ReplyTokenExpired(ReplyRefused):
     def __init__(self, message: str, key: str | None = None):
         super().__init__("expired_token", message)
         self.key = key
+
+
+class InboundError(RelanceError):
+    """A POST to the inbound-mail endpoint is not a SendGrid Inbound Parse post relance can read."""

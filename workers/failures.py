@@ -28,6 +28,7 @@ DELIVERY_FUNC = "workers.jobs.process_delivery"
 TIMER_FUNC = "workers.jobs.fire_timer"
 TIMERS_FUNC = "workers.timer_jobs.fire_timers"   # a pump's firing job: its timers come due again on their own
 RULE_FUNC = "workers.jobs.retry_rule"         # a rule one of whose effects JIRA or the mail provider refused
+MAIL_EVENTS_FUNC = "workers.mail_events.process_mail_events"   # a batch of SendGrid's Event Webhook
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class Failure:
 
     @property
     def kind(self) -> str:
-        return {DELIVERY_FUNC: "delivery", TIMER_FUNC: "timer", RULE_FUNC: "effect"}.get(self.func, self.func)
+        return {DELIVERY_FUNC: "delivery", TIMER_FUNC: "timer", RULE_FUNC: "effect",
+                MAIL_EVENTS_FUNC: "events"}.get(self.func, self.func)
 
 
 class FailureStore:
@@ -138,7 +140,7 @@ def on_job_failure(job, connection, exc_type, exc_value, traceback) -> None:
         ctx.audit.record(ticket, "attempt failed", job=job.id, reason=reason, retries_left=job.retries_left)
         return
     ctx.failures.record(job.id, job.func_name, args, ticket, reason, attempts)
-    if job.func_name == DELIVERY_FUNC and args:
+    if job.func_name in (DELIVERY_FUNC, MAIL_EVENTS_FUNC) and args:
         ctx.deliveries.keep_for_retry(args[0])
     elif job.func_name == TIMER_FUNC and len(args) >= 2:
         ctx.timers.park(args[0], args[1], time.time() + ctx.failures.ttl)

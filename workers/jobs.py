@@ -24,6 +24,7 @@ from .core.decisions import decide, no_longer_fits, plan_effects
 from .core.events import TicketEvent, _person, parse_event
 from .exceptions import JiraError, PayloadError
 from .logs import about
+from .stores.mail_events import PREFIX as MAIL_PREFIX, MailEventStore
 from .stores.timers import split_member
 
 log = logging.getLogger("relance.jobs")
@@ -67,17 +68,9 @@ def _process_delivery(delivery_id: str) -> str:
     state the ticket has already left does not fire. Returns a short outcome.
     """
     ctx = current()
-    if ctx.deliveries.is_done(delivery_id):
-        return "already processed"
-    raw = ctx.deliveries.body(delivery_id)
-    if raw is None:
-        log.warning("delivery %s: body expired before processing", delivery_id)
-        return "expired"
-    try:
-        event = parse_event(json.loads(raw))
-    except (PayloadError, ValueError, RecursionError) as e:
-        ctx.deliveries.mark_done(delivery_id, f"ignored: {e}")
-        return f"ignored: {e}"
+    event, outcome = read_delivery(ctx, delivery_id, lambda raw: parse_event(json.loads(raw)))
+    if outcome is not None:
+        return outcome
     key = event.issue_key
     if key is None and event.issue_id and not ctx.effects.jira.dry_run:
         # Server's comment_created may carry only the comment; its link names the issue id.
@@ -89,13 +82,31 @@ def _process_delivery(delivery_id: str) -> str:
         return _apply_delivery(ctx, delivery_id, key, event)
 
 
-def _apply_delivery(ctx: Context, delivery_id: str, key: str, event: TicketEvent) -> str:
+def read_delivery(ctx: Context, delivery_id: str, parse):
+    """(``parse(body)``, None) for a stored delivery still to process; else (None, the job's outcome): it
+    was processed already, its body expired, or ``parse`` refused it (PayloadError, ValueError), in which
+    case the delivery is marked done with the reason."""
+    if ctx.deliveries.is_done(delivery_id):
+        return None, "already processed"
+    raw = ctx.deliveries.body(delivery_id)
+    if raw is None:
+        log.warning("delivery %s: body expired before processing", delivery_id)
+        return None, "expired"
+    try:
+        return parse(raw), None
+    except (PayloadError, ValueError, RecursionError) as e:
+        ctx.deliveries.mark_done(delivery_id, f"ignored: {e}")
+        return None, f"ignored: {e}"
+
+
+def _apply_delivery(ctx: Context, delivery_id: str, key: str, event: TicketEvent, issue: dict | None = None) -> str:
+    """Decide ``event`` once for this delivery, then perform the plan (``issue``: the ticket as JIRA
+    showed it moments ago, if the caller read it)."""
     # Who relance itself is in JIRA (its own comments come back as webhooks): asked before the lock.
     roles_matter = event.adds_comment or ctx.rules.reads_roles()
     automation = ctx.effects.jira.own_accounts() if roles_matter else frozenset()
     customers = ctx.effects.jira.customer_accounts(ctx.rules.customer_groups) if roles_matter else frozenset()
-    issue = None
-    if event.adds_comment and event.reporter is None and not ctx.effects.jira.dry_run \
+    if issue is None and event.adds_comment and event.reporter is None and not ctx.effects.jira.dry_run \
             and ctx.tickets.memory(key).reporter is None:
         # A Cloud comment event does not name the reporter, and relance has not met the ticket yet.
         issue = _jira_issue(ctx, key)
@@ -252,18 +263,30 @@ def retry_rule(prefix: str, rule_name: str, key: str) -> str:
             if entry.get("state") == "failed" or (entry.get("state") == "skipped"
                                                   and entry.get("detail", "").startswith("not done:")):
                 ctx.effects.ledger.reopen(effect_id)
-        memory = ctx.tickets.memory(key)
-        extra = dict(since_ms=memory.since_ms, times_reopened=ctx.tickets.entries(key, "reopened"))
-        if ctx.effects.jira.dry_run:
-            ticket = Ticket.from_snapshot({**(ctx.tickets.snapshot(key) or {"key": key}), "status": memory.status},
-                                          **extra)
-        else:
-            issue = _jira_issue(ctx, key)
-            if issue is None:
-                ctx.audit.record(key, "retry dropped", rule=rule_name, why="JIRA no longer shows the ticket")
-                return "ticket gone"
-            ticket = Ticket.from_issue(key, issue, **extra)
+        ticket = ticket_now(ctx, key)
+        if ticket is None:
+            ctx.audit.record(key, "retry dropped", rule=rule_name, why="JIRA no longer shows the ticket")
+            return "ticket gone"
+        if prefix.startswith(MAIL_PREFIX):      # a rule an email event fired: its templates read the event
+            ticket.email_event = MailEventStore(ctx.redis).facts_for(prefix)
+            if ticket.email_event is None:
+                ctx.audit.record(key, "retry dropped", rule=rule_name,
+                                 why="the email event that fired the rule is forgotten (kept "
+                                     f"{defaults.MAIL_EVENT_TTL_SECONDS // 86400} days)")
+                return "email event gone"
         ctx.audit.record(key, "rule retried", rule=rule_name, effects=prefix)
         steps = [(e.index, e.action) for e in plan_effects(ctx.rules, rule_name)]
         ctx.effects.perform_rule(rule_name, steps, ticket, prefix, _time_left())
         return "retried"
+
+
+def ticket_now(ctx: Context, key: str, view=None) -> Ticket | None:
+    """The ticket as it is now, for a rule to act on: as JIRA shows it (None if JIRA does not), or in dry
+    run as relance remembers it from the webhooks. ``view``: what relance remembers of it, if read already
+    (``TicketStore.views``)."""
+    view = view or ctx.tickets.views([key])[key]
+    extra = dict(since_ms=view.memory.since_ms, times_reopened=view.times_reopened)
+    if ctx.effects.jira.dry_run:
+        return Ticket.from_snapshot({**(view.snapshot or {"key": key}), "status": view.memory.status}, **extra)
+    issue = _jira_issue(ctx, key)
+    return Ticket.from_issue(key, issue, **extra) if issue is not None else None

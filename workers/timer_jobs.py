@@ -35,7 +35,7 @@ from .context import Context, current
 from .core.decisions import next_firing, plan_effects
 from .core.rules import Rule
 from .exceptions import TicketBusy
-from .jobs import _jira_issue, _no_longer_fits, _time_left, split_generation
+from .jobs import _no_longer_fits, _time_left, split_generation, ticket_now
 from .logs import about
 from .stores.queue import enqueue_timer
 from .stores.timers import GENERATION_KEY, job_id, split_member
@@ -134,27 +134,19 @@ def _read(ctx: Context, firings: list[Firing], writes, alone: bool) -> None:
     live = [f for f in firings if f.outcome is None]
     views = ctx.tickets.views([f.key for f in live])
     for f in live:
-        view = views[f.key]
-        extra = dict(since_ms=view.memory.since_ms, times_reopened=view.times_reopened)
-        if ctx.effects.jira.dry_run:
-            if not view.known:
-                _drop(ctx, f, "relance no longer remembers the ticket", writes)
-                continue
-            f.ticket = Ticket.from_snapshot({**(view.snapshot or {"key": f.key}), "status": view.memory.status},
-                                            **extra)
+        if ctx.effects.jira.dry_run and not views[f.key].known:
+            _drop(ctx, f, "relance no longer remembers the ticket", writes)
             continue
         try:
             with about(ticket=f.key):
-                issue = _jira_issue(ctx, f.key)
+                f.ticket = ticket_now(ctx, f.key, views[f.key])
         except Exception as e:
             if alone:
                 raise
             _hand_off(ctx, f, e)
             continue
-        if issue is None:
+        if f.ticket is None:
             _drop(ctx, f, "JIRA no longer shows the ticket", writes)
-        else:
-            f.ticket = Ticket.from_issue(f.key, issue, **extra)
 
 
 def _lock_and_record(ctx: Context, firings: list[Firing], writes, alone: bool) -> None:

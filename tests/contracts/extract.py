@@ -9,6 +9,8 @@ Reads ../shared/specs (beside the clone; $RELANCE_SPECS_DIR overrides) and write
 - sendgrid-mail-send.schema.json: the request body schema of POST /v3/mail/send as a
   self-contained JSON Schema 2020-12 document (every $ref inlined).
 
+sendgrid-webhooks.schema.json, beside them, is written by hand (the spec has no webhooks).
+
 Run from anywhere:  python tests/contracts/extract.py [SPECS_DIR]
 The output is deterministic (sorted keys), so a re-run shows up in a diff only when the
 specs changed.
@@ -39,6 +41,8 @@ JIRA_OPERATIONS = {
     "doTransition": ("post", "/rest/api/3/issue/{issueIdOrKey}/transitions"),
     "getComments": ("get", "/rest/api/3/issue/{issueIdOrKey}/comment"),
     "addComment": ("post", "/rest/api/3/issue/{issueIdOrKey}/comment"),
+    # multipart/form-data (part `file`): no JSON request schema; the response lists Attachment objects.
+    "addAttachment": ("post", "/rest/api/3/issue/{issueIdOrKey}/attachments"),
     "getPriorities": ("get", "/rest/api/3/priority"),
     "getUser": ("get", "/rest/api/3/user"),
     "getCurrentUser": ("get", "/rest/api/3/myself"),

@@ -24,6 +24,20 @@ Behaviours copied from JIRA Cloud (see tests/contracts/README.md for sources):
   GET /rest/api/2/project/{key}/statuses those of a project, per issue type
   (getAllStatuses), 404 "No project could be found with key 'X'." for an unknown one.
 
+Attachments, POST /rest/api/2/issue/{key}/attachments (addAttachment in the contract; the
+OpenAPI description: multipart/form-data, the part named `file`, and the `X-Atlassian-Token:
+no-check` header "if not it is blocked"):
+
+- 403 with a text/plain "XSRF check failed" body for any multipart or form POST without
+  `X-Atlassian-Token: no-check` (or the deprecated `nocheck`), as JIRA's XsrfResourceFilter
+  answers (wording as quoted in the issue trackers of jira.js, jira-connector, pycontribs/jira).
+- 415 for a POST to it that is not multipart/form-data; 400 when no part is named `file`
+  (wording modelled); 404 for an unknown issue; 413 when a file exceeds
+  `max_attachment_size` (the spec's 413; JIRA Data Center's default limit is 10 MB).
+- 200 with the list of attachments created (Attachment: self, id, filename, author = the API
+  account, created, size, mimeType, content); `GET issue` shows them in `fields.attachment`,
+  and GET /rest/api/2/attachment/content/{id} serves the bytes (Cloud's content URL).
+
 Admin webhooks, /rest/webhooks/1.0/webhook (not in the OpenAPI specs we have; Cloud's
 /rest/api/3/webhook is a different API, for Connect and OAuth 2.0 apps only). Shapes
 modelled on Atlassian's "Webhooks" pages for Cloud and Data Center
@@ -137,6 +151,9 @@ NOT_ADMIN = "You are not authorized to perform this action. Administrator privil
 WEBHOOKS = "/rest/webhooks/1.0/webhook"
 WEBHOOK_JQL = "issue-related-events-section"     # the filters key of the JQL an admin webhook is sent for
 
+# Content types a browser form can send across sites: JIRA's XSRF check refuses them without the token header.
+XSRF_CHECKED = frozenset({"multipart/form-data", "application/x-www-form-urlencoded", "text/plain"})
+
 EDIT_SCREEN = frozenset({"summary", "priority", "labels", "comment", "assignee"})
 TRANSITION_SCREEN = frozenset({"resolution", "comment"})
 # The JQL reconcile sends: status in ("A", "B") AND updated >= "-90m" [ORDER BY ...]
@@ -228,7 +245,7 @@ class JiraStandIn(StandInServer):
     authors the comments posted through the API.
 
     Serves, under /rest/api/2: GET/PUT issue/{key}, GET/POST issue/{key}/transitions,
-    GET/POST issue/{key}/comment, GET priority, GET user, GET myself, GET group/member, GET status,
+    GET/POST issue/{key}/comment, POST issue/{key}/attachments, GET attachment/content/{id}, GET priority, GET user, GET myself, GET group/member, GET status,
     GET project/{key}/statuses;
     and the admin webhooks API, /rest/webhooks/1.0/webhook (GET, POST; GET, PUT, DELETE /{id}),
     open to the account only while `admin` is true; and
@@ -253,12 +270,14 @@ class JiraStandIn(StandInServer):
         status_categories: Mapping[str, str] | None = None,
         admin: bool = True,
         search_api: str | None = None,
+        max_attachment_size: int = 10 * 1024 * 1024,
     ):
         if search_api not in (None, "cloud", "datacenter"):
             raise ValueError("search_api is 'cloud' (/rest/api/3/search/jql) or 'datacenter' (/rest/api/2/search)")
         self.search_api = search_api or ("datacenter" if pat else "cloud")
         self.email = email
         self.admin = admin
+        self.max_attachment_size = max_attachment_size
         self._webhooks: dict[str, dict[str, Any]] = {}
         self._webhook_ids = itertools.count(1)
         self._projects: dict[str, list[str] | None] = {}
@@ -362,6 +381,7 @@ class JiraStandIn(StandInServer):
                 "issuetype": issue_type,
                 "project": {"key": key.rsplit("-", 1)[0], "name": project_name or key.rsplit("-", 1)[0]},
                 "comments": [],
+                "attachments": [],
                 "created": created,
                 "updated": created,
             }
@@ -397,6 +417,11 @@ class JiraStandIn(StandInServer):
             comment = self._append_comment(issue, body, author_key, _now())
             issue["updated"] = comment["created"]
             return self._comment_json(issue, comment)
+
+    def attachments(self, key: str) -> list[dict[str, Any]]:
+        """The files attached to an issue, oldest first: {"id", "filename", "size", "mimeType", "data", "author"}."""
+        with self._lock:
+            return [dict(a) for a in self._find_issue(key, for_test=True)["attachments"]]
 
     def add_group(self, name: str, members: Iterable[str]) -> None:
         """A JIRA group of existing users (account ids or usernames)."""
@@ -585,6 +610,13 @@ class JiraStandIn(StandInServer):
             data["visibility"] = dict(comment["visibility"])
         return data
 
+    def _attachment_json(self, attachment: dict[str, Any]) -> dict[str, Any]:
+        base = self._base()
+        return {"self": f"{base}/rest/api/2/attachment/{attachment['id']}", "id": attachment["id"],
+                "filename": attachment["filename"], "author": self._user_json(attachment["author"]),
+                "created": jira_time(attachment["created"]), "size": attachment["size"],
+                "mimeType": attachment["mimeType"], "content": f"{base}/rest/api/2/attachment/content/{attachment['id']}"}
+
     def _comments_json(self, issue: dict[str, Any]) -> dict[str, Any]:
         comments = [self._comment_json(issue, c) for c in issue["comments"]]
         return {"comments": comments, "maxResults": len(comments), "total": len(comments), "startAt": 0}
@@ -606,6 +638,7 @@ class JiraStandIn(StandInServer):
             "issuetype": {"self": f"{base}/rest/api/2/issuetype/10001", "id": "10001",
                           "name": issue["issuetype"], "subtask": False},
             "comment": self._comments_json(issue),
+            "attachment": [self._attachment_json(a) for a in issue["attachments"]],
             "created": jira_time(issue["created"]),
             "updated": jira_time(issue["updated"]),
         }
@@ -646,6 +679,8 @@ class JiraStandIn(StandInServer):
             ("POST", f"{api}/issue/<key>/transitions", self._do_transition),
             ("GET", f"{api}/issue/<key>/comment", self._get_comments),
             ("POST", f"{api}/issue/<key>/comment", self._add_comment),
+            ("POST", f"{api}/issue/<key>/attachments", self._add_attachment),
+            ("GET", f"{api}/attachment/content/<attachment_id>", self._get_attachment_content),
             ("GET", f"{api}/priority", self._get_priorities),
             ("GET", f"{api}/user", self._get_user),
             ("GET", f"{api}/group/member", self._get_group_members),
@@ -685,7 +720,11 @@ class JiraStandIn(StandInServer):
             return _failure_response(failure)
         if not self._authenticated(request.headers.get("Authorization", "")):
             return self._unauthenticated()
-        if request.method in ("POST", "PUT") and request.mimetype != "application/json":
+        if request.method in ("POST", "PUT") and request.mimetype in XSRF_CHECKED \
+                and request.headers.get("X-Atlassian-Token", "").strip().lower() not in ("no-check", "nocheck"):
+            return Response("XSRF check failed", 403, mimetype="text/plain")
+        wanted = "multipart/form-data" if request.path.endswith("/attachments") else "application/json"
+        if request.method in ("POST", "PUT") and request.mimetype != wanted:
             return Response(status=415)
         return None
 
@@ -851,6 +890,34 @@ class JiraStandIn(StandInServer):
             comment = self._append_comment(issue, text, self._me, _now(), body.get("visibility"))
             issue["updated"] = comment["created"]
             return jsonify(self._comment_json(issue, comment)), 201
+
+    def _add_attachment(self, key: str):
+        with self._lock:
+            issue = self._find_issue(key)
+            files = request.files.getlist("file")
+            if not files:
+                raise JiraError(400, ["No file was attached: the multipart/form-data part must be named 'file'."])
+            uploads = [(f.filename or "unnamed", f.mimetype or "application/octet-stream", f.read()) for f in files]
+            for filename, _, data in uploads:
+                if len(data) > self.max_attachment_size:
+                    raise JiraError(413, [f"The file '{filename}' ({len(data)} bytes) exceeds the maximum attachment "
+                                          f"size for issues ({self.max_attachment_size} bytes)."])
+            now = _now()
+            created = []
+            for filename, mime, data in uploads:
+                attachment = {"id": str(next(self._ids)), "filename": filename, "size": len(data), "mimeType": mime,
+                              "data": data, "author": self._me, "created": now}
+                issue["attachments"].append(attachment)
+                created.append(self._attachment_json(attachment))
+            issue["updated"] = now
+            return jsonify(created)
+
+    def _get_attachment_content(self, attachment_id: str):
+        with self._lock:
+            found = next((a for i in self._issues.values() for a in i["attachments"] if a["id"] == attachment_id), None)
+            if found is None:
+                raise JiraError(404, [f"The attachment with id '{attachment_id}' does not exist"])
+            return Response(found["data"], mimetype=found["mimeType"])
 
     def _get_priorities(self):
         with self._lock:

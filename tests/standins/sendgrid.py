@@ -5,7 +5,9 @@ published schema (tests/contracts/sendgrid-mail-send.schema.json), and the docum
 rules a schema cannot express (at least one personalization and recipient, valid and
 unique addresses, a subject unless a template or every personalization gives one,
 non-empty content unless a template is used, text/plain before text/html, base64
-attachments). It answers as SendGrid does: 202 with an X-Message-Id header and an
+attachments, a reply_to or a reply_to_list but not both, headers whose values are strings
+and whose names are ASCII without spaces, unique (case-insensitively) and none of the
+reserved ones, custom_args of string values, not empty, at most 10,000 bytes). It answers as SendGrid does: 202 with an X-Message-Id header and an
 empty body, 200 in sandbox mode (validated, not delivered), 400/401/403 with
 {"errors": [{"message", "field", "help"}]}, and injected 429/5xx with SendGrid's
 X-RateLimit-* headers.
@@ -36,6 +38,17 @@ from ._server import Recorder, RecordedRequest, StandInServer, describe_request,
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "contracts" / "sendgrid-mail-send.schema.json"
 MAIL_SEND_SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
 _VALIDATOR = Draft202012Validator(MAIL_SEND_SCHEMA)
+# What SendGrid posts to us: Event Webhook bodies and Inbound Parse form fields (hand-written, see the README).
+WEBHOOKS_SCHEMA: dict[str, Any] = json.loads((SCHEMA_PATH.parent / "sendgrid-webhooks.schema.json").read_text())
+
+
+def webhook_validator(shape: str) -> Draft202012Validator:
+    """A validator for one shape of sendgrid-webhooks.schema.json: ``event_webhook_body``, ``event``,
+    ``inbound_parse_fields`` (either mode), ``inbound_parse_default``, ``inbound_parse_raw``,
+    ``inbound_parse_files`` (the list of file part names)."""
+    if shape not in WEBHOOKS_SCHEMA["$defs"]:
+        raise KeyError(f"no webhook shape {shape!r}; there are {sorted(WEBHOOKS_SCHEMA['$defs'])}")
+    return Draft202012Validator({"$ref": f"#/$defs/{shape}", "$defs": WEBHOOKS_SCHEMA["$defs"]})
 
 HELP = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html"
 _EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
@@ -64,6 +77,15 @@ CONTENT_ORDER = (
     "Following RFC 1341, section 7.2, if either text/html or text/plain are to be sent in your email: "
     "text/plain needs to be first, followed by text/html, followed by any other content."
 )
+# "You may not include any of the following reserved headers" (the errors page, Headers Errors); compared
+# case-insensitively, as mail header names are.
+RESERVED_HEADERS = frozenset(h.lower() for h in (
+    "x-sg-id", "x-sg-eid", "received", "dkim-signature", "Content-Type", "Content-Transfer-Encoding", "To", "From",
+    "Subject", "Reply-To", "CC", "BCC"))
+_HEADER_NAME = re.compile(r"^[\x21-\x39\x3b-\x7e]+$")       # printable ASCII but the colon, no spaces
+CUSTOM_ARGS_MAX_BYTES = 10_000
+MAX_ADDRESS_LENGTH = 320
+
 # (field pattern with N for indexes) -> (message, help anchor) for missing/empty fields.
 _KNOWN = {
     "from": (FROM_REQUIRED, "#message.from"),
@@ -125,11 +147,22 @@ def semantic_errors(mail: dict[str, Any]) -> list[dict[str, Any]]:
     if "reply_to" in mail and not _EMAIL.match(mail["reply_to"]["email"]):
         errors.append(_error("The reply_to email does not contain a valid address.", "reply_to.email",
                              "#message.reply_to"))
+    if "reply_to" in mail and len(mail["reply_to"]["email"]) > MAX_ADDRESS_LENGTH:
+        errors.append(_error("The Reply-To email exceeds the maximum total length of 320 characters",
+                             "reply_to.email", "#message.reply_to"))
+    if "reply_to" in mail and "reply_to_list" in mail:
+        errors.append(_error("You can use either the reply_to property or reply_to_list property but not both.",
+                             "reply_to_list", "#message.reply_to"))
+    errors += header_errors(mail.get("headers"), "headers", "The header values must be strings.")
+    errors += custom_args_errors(mail, None)
 
     if not personalizations:
         errors.append(_error(PERSONALIZATIONS_REQUIRED, "personalizations", "#-Personalizations-Errors"))
     recipients = 0
     for i, personalization in enumerate(personalizations):
+        errors += header_errors(personalization.get("headers"), f"personalizations.{i}.headers",
+                                "All values of the headers object must be strings.")
+        errors += custom_args_errors(mail, i)
         if not personalization["to"]:
             errors.append(_error(TO_REQUIRED, f"personalizations.{i}.to", "#message.personalizations.to"))
         seen: set[str] = set()
@@ -170,6 +203,42 @@ def semantic_errors(mail: dict[str, Any]) -> list[dict[str, Any]]:
             errors.append(_error("The attachment content must be base64 encoded.", f"attachments.{i}.content",
                                  "#message.attachments.content"))
     return errors
+
+
+def header_errors(headers: Any, field: str, not_strings: str) -> list[dict[str, Any]]:
+    """The errors page's rules for a ``headers`` object (message or personalization level)."""
+    if not headers:
+        return []
+    anchor = "#message.headers" if field == "headers" else "#message.personalizations.headers"
+    errors = []
+    if not all(isinstance(v, str) for v in headers.values()):
+        errors.append(_error(not_strings, field, anchor))
+    if len({name.lower() for name in headers}) != len(headers):
+        errors.append(_error("The headers cannot contain duplicate keys.", field, anchor))
+    if not all(_HEADER_NAME.match(name) for name in headers):
+        errors.append(_error("Header keys cannot contain non-ASCII characters and empty spaces.", field, anchor))
+    if any(name.lower() in RESERVED_HEADERS for name in headers):
+        errors.append(_error("Header can not be one of the reserved keys.", field, anchor))
+    return errors
+
+
+def custom_args_errors(mail: dict[str, Any], index: int | None) -> list[dict[str, Any]]:
+    """The rules for custom_args: string values, not empty, and the message-level ones merged with a
+    personalization's (``index``; None: the message level alone) at most 10,000 bytes."""
+    field = "custom_args" if index is None else f"personalizations.{index}.custom_args"
+    anchor = "#message.custom_args" if index is None else "#message.personalizations.custom_args"
+    own = mail.get("custom_args") if index is None else mail["personalizations"][index].get("custom_args")
+    if own is None:
+        return []
+    if not own:
+        return [_error("custom_args cannot be empty.", field, anchor)]
+    if not all(isinstance(v, str) for v in own.values()):
+        return [_error("All values of custom arguments object must be strings", field, anchor)]
+    merged = {**(mail.get("custom_args") or {}), **own}
+    if len(json.dumps(merged, ensure_ascii=False).encode()) > CUSTOM_ARGS_MAX_BYTES:
+        return [_error("The combined size of both global and personalization custom arguments may not exceed "
+                       "10,000 bytes per personalization.", field, anchor)]
+    return []
 
 
 class SendGridStandIn(StandInServer):

@@ -164,7 +164,25 @@ class JiraClient:
         self._call("PUT", f"issue/{_issue(key)}", json={"fields": {"assignee": who}})
 
     def add_comment(self, key: str, body: str) -> dict:
+        """Post ``body`` (wiki markup) as relance's account; the created comment as JIRA returns it
+        (``id``, ``body``, ``author``, ``created``): its id tells relance's own comment_created webhook apart."""
         return self._call("POST", f"issue/{_issue(key)}/comment", json={"body": body})
+
+    def add_attachment(self, key: str, filename: str, data: bytes, content_type: str) -> list[dict]:
+        """Upload one file to the ticket (POST issue/{key}/attachments, multipart field ``file``); JIRA's
+        list of the attachments created (``id``, ``filename``, ``size``, ``mimeType``, ``content``).
+
+        JIRA blocks a multipart POST without ``X-Atlassian-Token: no-check`` (403 "XSRF check failed").
+        Answers 413 (JiraError) when the file exceeds the site's attachment size limit. After an unclear
+        answer, look at ``attachments`` (filename and size) before uploading again.
+        """
+        return self._call("POST", f"issue/{_issue(key)}/attachments", headers={"X-Atlassian-Token": "no-check"},
+                          files={"file": (filename, data, content_type)})
+
+    def attachments(self, key: str) -> list[dict]:
+        """The ticket's attachments as GET issue shows them (``fields.attachment``: id, filename, size, ...)."""
+        issue = self.issue(key, fields="attachment") or {}
+        return list((issue.get("fields") or {}).get("attachment") or [])
 
     def myself(self) -> dict:
         """The account relance acts as."""

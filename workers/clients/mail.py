@@ -13,7 +13,7 @@ from urllib.error import URLError
 
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
-from sendgrid.helpers.mail import Category, CustomArg, From, Mail, ReplyTo, To
+from sendgrid.helpers.mail import Category, CustomArg, From, Header, Mail, ReplyTo, To
 
 from .. import defaults
 from ..exceptions import MailError, TransientError
@@ -23,10 +23,20 @@ log = logging.getLogger("relance.mail")
 INLINE_RETRY_AFTER_SECONDS = defaults.INLINE_RETRY_AFTER_SECONDS
 INLINE_RETRIES = defaults.INLINE_RETRIES
 
+# Carried by every email relance sends. Auto-Submitted (RFC 3834 section 5) says a program wrote it, so
+# that out-of-office and other automatic replies are not sent back to it. Exchange and Outlook also honour
+# X-Auto-Response-Suppress (MS-OXCMAIL 2.1.3.2.20): OOF and AutoReply only, not All, which would also
+# suppress the non-delivery reports that tell SendGrid (and so relance) a customer's email bounced.
+AUTOMATIC_HEADERS = {"Auto-Submitted": "auto-generated", "X-Auto-Response-Suppress": "OOF, AutoReply"}
+
 
 @dataclass(frozen=True)
 class Message:
-    """One email, rendered. ``effect_id`` makes delivery idempotent where the backend allows."""
+    """One email, rendered. ``effect_id`` makes delivery idempotent where the backend allows.
+
+    ``reply_to`` replaces the mailer's configured Reply-To (MAIL_REPLY_TO) for this message: a
+    customer email's signed reply address. ``headers`` are added to AUTOMATIC_HEADERS.
+    """
 
     to: tuple[str, ...]
     subject: str
@@ -36,6 +46,11 @@ class Message:
     ticket: str | None = None
     category: str | None = None
     headers: dict = field(default_factory=dict)
+    reply_to: str | None = None
+
+    def all_headers(self) -> dict[str, str]:
+        """The extra headers the email carries: AUTOMATIC_HEADERS, then the message's own."""
+        return {**AUTOMATIC_HEADERS, **self.headers}
 
 
 class SendGridMailer:
@@ -54,11 +69,15 @@ class SendGridMailer:
         name, addr = parseaddr(self.sender)
         mail = Mail(from_email=From(addr, name or None), to_emails=[To(a) for a in msg.to],
                     subject=msg.subject, plain_text_content=msg.text, html_content=msg.html)
-        if self.reply_to:
-            rname, raddr = parseaddr(self.reply_to)
+        reply_to = msg.reply_to or self.reply_to
+        if reply_to:
+            rname, raddr = parseaddr(reply_to)
             mail.reply_to = ReplyTo(raddr, rname or None)
         if msg.category:
             mail.category = Category(msg.category)
+        for name, value in msg.all_headers().items():
+            mail.header = Header(name, value)
+        # SendGrid puts custom args at the top level of each Event Webhook event: how a bounce finds its ticket.
         for k, v in {"issue_key": msg.ticket, "relance_effect": msg.effect_id}.items():
             if v:
                 mail.custom_arg = CustomArg(k, v)
@@ -140,8 +159,11 @@ class OutboxMailer:
         email["Subject"] = msg.subject
         email["Date"] = formatdate(localtime=True)
         email["Message-ID"] = make_msgid(domain="relance.local")
-        if self.reply_to:
-            email["Reply-To"] = self.reply_to
+        reply_to = msg.reply_to or self.reply_to
+        if reply_to:
+            email["Reply-To"] = reply_to
+        for name, value in msg.all_headers().items():
+            email[name] = value
         if msg.ticket:
             email["X-Relance-Ticket"] = msg.ticket
         email["X-Relance-Effect"] = msg.effect_id

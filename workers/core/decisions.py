@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 from .events import TicketEvent
 from .lifecycle import Reading, TicketMemory, read_event
+from .mail_events import UNDELIVERED
 from .people import fits, role_of
 from .rules import Action, Rule, RuleSet, Trigger
 
@@ -89,7 +90,8 @@ def no_longer_fits(rules: RuleSet, rule: Rule, ticket, automation: frozenset = f
     if rule.when.kind == "commented" and event is not None:
         if event.comment is None:
             return "JIRA does not show the comment"
-        role = role_of(event.comment.author, ticket.reporter, rules.customer_domains, automation, customer_accounts)
+        role = "customer" if event.comment.via_email else role_of(
+            event.comment.author, ticket.reporter, rules.customer_domains, automation, customer_accounts)
         if not fits(role, rule.when.who, comment=True):
             return f"JIRA shows the comment is by {role}, not {rule.when.who}"
     if rule.when.kind == "entered" and state not in states:
@@ -107,6 +109,8 @@ def _matches(trigger: Trigger, event: TicketEvent, reading: Reading, actor_role,
         return event.is_creation and fits(actor_role, trigger.who)
     if kind == "commented":
         return reading.new_comment and fits(author_role, trigger.who, comment=True)
+    if kind == "email":
+        return False                # SendGrid's events, not JIRA's: see decide_mail_event
     if t is None:
         return False
     state = t.entered if kind == "entered" else t.left
@@ -134,7 +138,8 @@ def decide(rules: RuleSet, event: TicketEvent, memory: TicketMemory, now_ms: int
         return role_of(person, reporter, rules.customer_domains, automation, customer_accounts)
 
     actor_role = role(event.actor)
-    author_role = role(event.comment.author if event.comment else None)
+    author_role = "customer" if event.comment and event.comment.via_email else role(
+        event.comment.author if event.comment else None)
     effects, arm, cancel, skipped = [], [], [], []
     ts = reading.memory.ts_ms or now_ms          # the event's time, unless it was not believed
     happened = _happened(event, reading, actor_role, author_role)
@@ -159,6 +164,34 @@ def decide(rules: RuleSet, event: TicketEvent, memory: TicketMemory, now_ms: int
         else:
             effects.extend(PlannedEffect(rule.name, i, a) for i, a in enumerate(rule.do))
     return Plan(reading, tuple(effects), tuple(arm), tuple(cancel), tuple(skipped))
+
+
+def decide_mail_event(rules: RuleSet, kind: str, audience: str, ticket_view: dict | None
+                      ) -> tuple[list[str], list[tuple[str, str]]]:
+    """Which rules an email event fires: ``kind`` is the event (bounced, blocked, dropped, delivered,
+    deferred, spamreport), ``audience`` whom the email was for (customer, support), ``ticket_view`` what
+    ``if:`` conditions read of the ticket now (``view_of``), None when the ticket cannot be seen.
+
+    Returns (the rules to perform, in file order; [(rule, why not)] for the ``email`` rules that do not
+    fire). ``email: bounced`` takes a customer's email that bounced, was blocked or dropped.
+    """
+    fire, skipped = [], []
+    for rule in rules.rules:
+        if rule.when.kind != "email":
+            continue
+        if kind not in UNDELIVERED:
+            continue                # delivered, deferred: no rule listens; not worth a line each
+        if audience != "customer":
+            skipped.append((rule.name, f"the email was for {audience}, not the customer"))
+        elif not rule.enabled:
+            skipped.append((rule.name, "disabled"))
+        elif ticket_view is None:
+            skipped.append((rule.name, "JIRA does not show the ticket (deleted, moved, or never existed)"))
+        elif rule.conditions is not None and (why := rule.conditions.failing(**ticket_view)) is not None:
+            skipped.append((rule.name, f"if: {why}"))
+        else:
+            fire.append(rule.name)
+    return fire, skipped
 
 
 def _happened(event: TicketEvent, reading: Reading, actor_role, author_role) -> str:

@@ -53,6 +53,9 @@ class Comment:
     body: str
     author: Person | None
     created: str | None = None
+    # A reply by email that relance posted for the customer: JIRA shows it by relance's own account,
+    # but the signed reply address proves whose words they are (workers/replies.py).
+    via_email: bool = False
 
 
 @dataclass(frozen=True)

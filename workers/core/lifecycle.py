@@ -105,8 +105,10 @@ def read_event(rules: RuleSet, event: TicketEvent, memory: TicketMemory, now_ms:
     to_state = rules.state_of(to_status)
     since = memory.since_ms if (to_state == memory.state and memory.since_ms) else ts
     comment_id = _comment_number(event)
-    new_comment = event.adds_comment and (comment_id is None or memory.last_comment is None
-                                          or comment_id > memory.last_comment)
+    # A reply by email is decided once per inbound delivery, even if JIRA's webhook for the
+    # comment relance posted for it was read first (that one counts as automation's).
+    new_comment = event.adds_comment and (event.comment.via_email or comment_id is None
+                                          or memory.last_comment is None or comment_id > memory.last_comment)
     last_comment = max(filter(None, (memory.last_comment, comment_id)), default=None)
     reporter = event.reporter
     new_memory = TicketMemory(status=to_status, state=to_state, ts_ms=ts, since_ms=since, last_comment=last_comment,

@@ -111,3 +111,22 @@ def find_reply_address(recipients, domain: str) -> str | None:
         if addr.lower().endswith("@" + domain.lower()):
             return addr
     return None
+
+
+@dataclass(frozen=True, repr=False)
+class ReplyAddresses:
+    """The signing key and REPLY_DOMAIN of one deployment (one JIRA site): makes and reads its reply addresses."""
+
+    secret: str | bytes
+    domain: str
+
+    def address(self, key: str, recipient: str, now_s: float) -> str:
+        """The Reply-To of an email about ticket ``key`` sent to ``recipient`` at ``now_s``."""
+        return reply_address(self.secret, self.domain, key, recipient, now_s)
+
+    def read(self, address: str, now_s: float, ttl_days: int) -> ReplyToken:
+        """The checked token of ``address``; ReplyTokenInvalid or ReplyTokenExpired (see read_reply_address)."""
+        return read_reply_address(self.secret, self.domain, address, now_s, ttl_days)
+
+    def __repr__(self) -> str:
+        return f"ReplyAddresses(domain={self.domain!r})"      # never the key

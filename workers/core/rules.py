@@ -87,25 +87,30 @@ def names(value: Names | None) -> tuple[str, ...]:
 
 class Trigger(_Strict):
     """What starts a rule: the ticket entering or leaving a lifecycle state, being created, or
-    getting a comment; ``by`` says whose doing it must be (the comment's author for ``commented``)."""
+    getting a comment; ``by`` says whose doing it must be (the comment's author for ``commented``);
+    or ``email: bounced``: an email relance sent to the customer bounced, was blocked or dropped
+    (SendGrid's Event Webhook says so)."""
 
     entered: Names | None = None
     left: Names | None = None
     created: Literal[True] | None = None
     commented: Literal["customer", "support", "anyone"] | None = None
+    email: Literal["bounced"] | None = None
     by: Literal["customer", "support", "anyone"] = "anyone"
 
     @model_validator(mode="after")
     def _one(self):
-        if sum(x is not None for x in (self.entered, self.left, self.created, self.commented)) != 1:
-            raise ValueError("give exactly one of 'entered', 'left', 'created: true' or 'commented'")
+        if sum(x is not None for x in (self.entered, self.left, self.created, self.commented, self.email)) != 1:
+            raise ValueError("give exactly one of 'entered', 'left', 'created: true', 'commented' or 'email'")
         if self.commented is not None and self.by != "anyone":
             raise ValueError("'commented' already says by whom: commented: customer | support | anyone")
+        if self.email is not None and self.by != "anyone":
+            raise ValueError("'email: bounced' is about the customer's email: it takes no 'by'")
         return self
 
     @property
     def kind(self) -> str:
-        for kind in ("entered", "left", "created", "commented"):
+        for kind in ("entered", "left", "created", "commented", "email"):
             if getattr(self, kind) is not None:
                 return kind
         raise AssertionError("validated: one kind is set")
@@ -125,6 +130,8 @@ class Trigger(_Strict):
             return "creation"
         if self.kind == "commented":
             return f"a comment by {self.commented}"
+        if self.kind == "email":
+            return "an email to the customer that bounced"
         return f"{self.kind} {' or '.join(self.states)}" + (f" by {self.by}" if self.by != "anyone" else "")
 
 
@@ -275,6 +282,12 @@ class Rule(_Strict):
         for field in ("repeat", "calendar", "cancel_on"):
             if getattr(self, field) is not None and self.after is None:
                 raise _Located((field,), f"'{field}' needs 'after' (it is about the rule's timer)", relative=True)
+        if self.when.email is not None and self.after is not None:
+            raise _Located(("after",), "a rule on 'email: bounced' acts when SendGrid reports the bounce: "
+                           "it takes no 'after'", relative=True)
+        if self.cancel_on is not None and self.cancel_on.email is not None:
+            raise _Located(("cancel_on",), "'cancel_on' takes a ticket event (entered, left, created, commented), "
+                           "not 'email'", relative=True)
         return self
 
     @property

@@ -17,7 +17,7 @@ from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime, format_timedelta
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 
-from .markup import wiki_html, wiki_text
+from .markup import wiki_html, wiki_plain, wiki_text
 
 TEMPLATE_NAMES = ("ticket_received", "feedback_request", "feedback_reminder", "resolved_notice", "auto_closed",
                   "escalation", "support_silence", "customer_replied")
@@ -105,6 +105,7 @@ class Renderer:
         )
         self.env.filters["wiki_html"] = wiki_html
         self.env.filters["wiki_text"] = wiki_text
+        self.env.filters["wiki_plain"] = wiki_plain
         self._inliner = css_inline.CSSInliner(keep_style_tags=False, load_remote_stylesheets=False)
 
     def locales(self) -> list[str]:

@@ -53,3 +53,12 @@ def wiki_html(wiki: str | None) -> Markup:
     if not wiki:
         return Markup("")
     return Markup(_markdown().render(wiki_text(wiki)))
+
+
+_WIKI_ACTIVE = str.maketrans({c: "\\" + c for c in "[]{}|!"})
+
+
+def wiki_plain(text: str | None) -> str:
+    """``text`` from outside (a mail server's reply) made inert in a JIRA comment: the characters that
+    open links, mentions, macros, tables and images are escaped, so it prints as written."""
+    return (text or "").translate(_WIKI_ACTIVE)

@@ -30,7 +30,17 @@ CUSTOMER_WORDS = """Still broken after the 2.3.1 update. Same error, see [the lo
 # The JIRA status a template is written for (the sample ticket is Resolved for the others).
 STATUS = {"ticket_received": "Open", "feedback_request": "Waiting for feedback",
           "feedback_reminder": "Waiting for feedback", "escalation": "Reopened", "support_silence": "Reopened",
-          "escalation_note": "Reopened", "escalation_chat": "Reopened"}
+          "escalation_note": "Reopened", "escalation_chat": "Reopened", "email_bounced": "Waiting for feedback"}
+
+
+def sample_email_event(now: datetime | None = None) -> dict:
+    """What SendGrid said of the sample feedback request: it bounced (``email_event`` in templates of rules
+    on ``when: {email: bounced}``)."""
+    now = now or datetime.now(timezone.utc)
+    return {"kind": "bounced", "to": REPORTER.email, "status": "5.1.1", "cause": "mailbox_unavailable",
+            "reason": "550 5.1.1 The email account that you tried to reach does not exist.",
+            "template": "feedback_request", "subject": "[SUP-42] We need your feedback",
+            "sent_at": (now - timedelta(minutes=2)).timestamp(), "effect": "d1:feedback-request:0"}
 
 
 def sample_ticket(now: datetime | None = None, since: timedelta = timedelta(days=3), status: str = "Resolved",
@@ -47,10 +57,28 @@ def sample_ticket(now: datetime | None = None, since: timedelta = timedelta(days
                   since_ms=int((now - since).timestamp() * 1000), times_reopened=2)
 
 
+def _reply_sample() -> dict:
+    """What templates/jira/*/email_reply.txt gets (workers/replies.py): a customer's reply by email."""
+    return {"author_name": "Claire Client", "sender": "claire@client.example", "subject": "Re: SUP-42",
+            "received": datetime.now(timezone.utc), "attachment_links": ["[^screenshot.png]"],
+            "reply": "Still failing after the upgrade, see the screenshot."}
+
+
+# Templates that get more than the email context: their own variables, by template name.
+EXTRA_CONTEXT = {"email_reply": _reply_sample}
+
+
 def sample_context(rules: RuleSet, name: str, reader: Person | None = REPORTER,
                    jira_base_url: str | None = None) -> dict:
-    """The variables template ``name`` gets for the sample ticket, in the status it is written for."""
-    return email_context(rules, sample_ticket(status=STATUS.get(name, "Resolved")), reader, jira_base_url)
+    """The variables template ``name`` gets for the sample ticket, in the status it is written for; with
+    ``email_event`` set when a rule on ``when: {email: bounced}`` uses the template (as when it runs)."""
+    ticket = sample_ticket(status=STATUS.get(name, "Resolved"))
+    on_email = {a.template[1] for r in rules.rules if r.when.kind == "email" for a in r.do if a.template}
+    if name in on_email | {"email_bounced"}:
+        ticket.email_event = sample_email_event()
+    context = email_context(rules, ticket, reader, jira_base_url)
+    extra = EXTRA_CONTEXT.get(name)
+    return {**context, **extra()} if extra else context
 
 
 def render_samples(rules: RuleSet, renderer: Renderer, names, locales, jira_base_url: str | None = None):

@@ -52,6 +52,19 @@ class DeliveryStore:
     def body(self, did: str) -> bytes | None:
         return self.redis.get(self.key(did))
 
+    def put_post(self, did: str, content_type: str, body: bytes) -> bool:
+        """Store an HTTP post with its Content-Type (a multipart's boundary is in it), as
+        ``Content-Type: <ct>\\r\\n\\r\\n<body>``; False if this delivery id was seen before."""
+        return self.put(did, b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+
+    def post(self, did: str) -> tuple[str, bytes] | None:
+        """``(content_type, body)`` of a post stored by put_post, or None if it is not (or no longer) kept."""
+        stored = self.body(did)
+        if stored is None:
+            return None
+        head, _, body = stored.partition(b"\r\n\r\n")
+        return head.removeprefix(b"Content-Type: ").decode("latin-1"), body
+
     def plan(self, did: str) -> bytes | None:
         """The decision stored for the delivery, if one was made."""
         return self.redis.get(self.key(did) + ":plan")

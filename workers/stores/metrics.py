@@ -28,8 +28,12 @@ SEP = "\x1f"                  # between a metric's name and its label values, in
 
 COUNTERS = {
     "deliveries": ("relance_deliveries_total", "Webhook deliveries by the web edge's verdict.", ("verdict",)),
+    "mail_webhooks": ("relance_mail_webhooks_total", "SendGrid posts (inbound: email replies, events: delivery "
+                      "events) by the web edge's verdict.", ("source", "verdict")),
     "effects": ("relance_effects_total", "Effects (emails, JIRA actions, notifications) by outcome.",
                 ("action", "outcome")),
+    "mail_events": ("relance_mail_events_total", "SendGrid delivery events about relance's emails, each counted "
+                    "once (delivered, deferred, bounced, blocked, dropped, spamreport).", ("event",)),
 }
 HISTOGRAMS = {
     "lateness": ("relance_timer_lateness_seconds", "How late timers fired after their due time.", (),

@@ -133,10 +133,15 @@ class Line:
 _TONES = {"effect done": "ok", "rule fired": "ok", "timer fired": "ok", "timer armed": "info",
           "effect failed": "fail", "gave up": "fail", "attempt failed": "fail",
           "effect skipped": "skip", "rule skipped": "skip", "rules skipped": "skip", "timer skipped": "skip",
-          "timer cancelled": "skip", "timer dropped": "skip", "timer superseded": "skip"}
+          "timer cancelled": "skip", "timer dropped": "skip", "timer superseded": "skip",
+          "reply received": "ok", "reply refused": "fail",
+          "email delivered": "ok", "email bounced": "fail", "email blocked": "fail", "email dropped": "fail",
+          "email reported as spam": "fail"}
 _LABELS = {"why": "why", "reason": "reason", "detail": "detail", "to": "to", "because": "because",
            "by": "by", "outcome": "outcome", "delivery": "delivery", "job": "job", "effect": "effect",
-           "webhook_event": "event", "status": "status", "note": "note", "retries_left": "retries left"}
+           "webhook_event": "event", "status": "status", "note": "note", "retries_left": "retries left",
+           "sg_event_id": "SendGrid event", "response": "server's answer",
+           "sender": "from", "subject": "subject", "attachments": "attachments"}
 
 
 def describe(entry: dict) -> Line:
@@ -158,6 +163,12 @@ def describe(entry: dict) -> Line:
         title = f"{action} {kind.split()[1]}"
         if action == "email" and kind == "effect done" and data.get("effect"):
             data["email"] = ("sent", data["effect"])
+    elif kind.startswith("email ") and data.get("effect"):
+        # What SendGrid said of an email: which one, and a link to it as it was sent.
+        title = f"{kind}: {data.pop('template', None) or 'email'}" + (
+            f" (to {data['audience']})" if data.get("audience") else "")
+        data.pop("audience", None)
+        data["email"] = ("sent", data["effect"])
     elif kind == "rules skipped":
         skipped = data.pop("rules", {}) or {}
         return Line(entry["id"], kind, entry_time(entry["id"]), "skip", f"{len(skipped)} rules skipped",
@@ -168,6 +179,9 @@ def describe(entry: dict) -> Line:
     due_ms = data.pop("due_ms", None)
     if due_ms is not None:
         details.append(("due", ("time", due_ms / 1000)))
+    occurred_at = data.pop("occurred_at", None)
+    if isinstance(occurred_at, (int, float)):
+        details.append(("at", ("time", occurred_at)))
     for k, v in data.items():
         if v in (None, "", [], {}) or k in ("generation", "event_type", "status_change"):
             continue
