@@ -4,7 +4,8 @@
 
 1. Webhook acceptance (wrk, 2 threads, 32 connections, unique delivery ids):
    relance's POST /webhooks/jira (verify, dedupe, store, enqueue in Redis) against a bare
-   Flask endpoint, both under gunicorn with the same worker count.
+   Flask endpoint, both under gunicorn with the same worker count. bench/ingest.py measures
+   it in depth (repeats, latency at a fixed rate, Redis commands and CPU per request).
 2. Event processing: deliveries processed per second by one `relance worker`
    (each: parse, lock the ticket, decide, one Redis transaction, an email to the outbox),
    against RQ's no-op job rate with its default (forking) worker, and with its SimpleWorker.
@@ -17,47 +18,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import requests
 from redis import Redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from relance.embedded import EmbeddedRedis, free_port  # noqa: E402
-
-WEB_WORKERS = 2
-
-
-def serve(app: str, env: dict) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers",
-                             str(WEB_WORKERS), app], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            requests.post(f"{url}/webhooks/jira", data=b"{}", timeout=1)
-            return proc, url
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{app} did not start")
-
-
-def wrk(url: str, seconds: int) -> dict:
-    out = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-s", "bench/deliveries.lua",
-                          f"{url}/webhooks/jira"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = re.search(r"50%\s+([\d.]+\w+)", out).group(1)
-    p99 = re.search(r"99%\s+([\d.]+\w+)", out).group(1)
-    errors = int(re.search(r"non-2xx or socket errors: (\d+)", out).group(1))
-    return {"rate": rate, "p50": p50, "p99": p99, "errors": errors}
+from bench.ingest import WEB_WORKERS, serve, wrk  # noqa: E402
+from relance.embedded import EmbeddedRedis  # noqa: E402
 
 
 def bench_acceptance(redis_url: str, seconds: int) -> dict:

@@ -6,7 +6,9 @@ import json
 
 from workers.stores.audit import Audit
 from workers.stores.deliveries import DeliveryStore
-from workers.stores.queue import enqueue_delivery
+from workers.failures import DELIVERY_FUNC
+from workers.stores.intake import Intake
+from workers.stores.queue import delivery_job_id
 from workers.worker import run_worker
 
 KEY = "SUP-1"
@@ -14,9 +16,10 @@ QUESTION = "Which version of the SDK do you use? Please attach the stack trace."
 
 
 def accept(ctx, body, did, **enqueue):
-    """Store and queue a delivery as the web edge does."""
-    DeliveryStore(ctx.redis).put(did, json.dumps(body).encode() if not isinstance(body, bytes) else body)
-    enqueue_delivery(ctx.queue, did, **enqueue)
+    """Store and queue a delivery as the web edge does (its one-round-trip intake); ``enqueue``: retry, timeout."""
+    Intake(DeliveryStore(ctx.redis), ctx.queue).accept(
+        did, json.dumps(body).encode() if not isinstance(body, bytes) else body, DELIVERY_FUNC,
+        delivery_job_id(did), (did,), **enqueue)
 
 
 def deliver(ctx, body, did):

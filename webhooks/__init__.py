@@ -14,6 +14,7 @@ from workers import defaults
 from workers.stores.connection import redis_from_url
 from workers import logs
 from workers.stores.deliveries import DeliveryStore
+from workers.stores.intake import Intake
 from workers.stores.metrics import Metrics
 from workers.exceptions import ConfigError
 from workers.stores.queue import make_queue
@@ -27,7 +28,7 @@ log = logging.getLogger("relance.webhooks")
 
 @dataclass
 class Edge:
-    """What request handlers share: settings, Redis, the queue and the delivery store."""
+    """What request handlers share: settings, Redis, the queue, the delivery store and its intake."""
 
     settings: Settings
     redis: Redis
@@ -36,6 +37,7 @@ class Edge:
     rules: RuleSet | None = None
     metrics: Metrics | None = None
     retry_after: int = defaults.RETRY_AFTER_SECONDS_ON_503
+    intake: Intake | None = None
 
 
 def require_authentication(settings: Settings) -> None:
@@ -99,9 +101,9 @@ def create_app(config: Settings | dict | None = None) -> Flask:
     app = Flask(__name__, template_folder=str(settings.templates_dir))
     app.config["MAX_CONTENT_LENGTH"] = defaults.MAX_BODY_BYTES
     redis = redis_from_url(settings.redis_url, socket_timeout=defaults.REDIS_SOCKET_TIMEOUT_SECONDS)
-    app.extensions["relance"] = Edge(settings, redis, make_queue(redis, settings.queue_name),
-                                        DeliveryStore(redis, keep=settings.retention), rules,
-                                        Metrics(redis, settings.retention))
+    queue, deliveries = make_queue(redis, settings.queue_name), DeliveryStore(redis, keep=settings.retention)
+    app.extensions["relance"] = Edge(settings, redis, queue, deliveries, rules, Metrics(redis, settings.retention),
+                                     intake=Intake(deliveries, queue, settings.retention))
 
     from . import health, jira, metrics, operator, sendgrid, verdicts
     app.register_blueprint(jira.bp)
@@ -110,19 +112,44 @@ def create_app(config: Settings | dict | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(operator.bp)
 
-    webhook_sources = {"/webhooks/jira": "jira", sendgrid.INBOUND_PATH: "inbound", sendgrid.EVENTS_PATH: "events"}
+    webhook_sources = {jira.PATH: "jira", sendgrid.INBOUND_PATH: "inbound", sendgrid.EVENTS_PATH: "events"}
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException):
         source = webhook_sources.get(request.path)
         if source:
-            # Refused before the handler answered (a body over the limit): still a delivery, counted and logged.
+            # Refused before the handler answered (a body over the limit, a method other than POST): still a
+            # delivery, counted and logged.
             return verdicts.answer(source, e.code, error=e.name.lower(), reason=e.description)
         response = jsonify(error=e.name.lower(), reason=e.description)
         response.status_code = e.code
         return response
 
+    app.wsgi_app = FastRoutes(app, {jira.PATH: jira.receive})
     logs.configure(settings.log_format)
     for warning in config_warnings(settings):
         log.warning(warning)
     return app
+
+
+class FastRoutes:
+    """WSGI middleware: POSTs to the webhook ``routes`` go straight to their handler, before Flask's
+    dispatch; every other request goes to Flask.
+
+    A handler takes the app and the request (Flask's Request class, MAX_CONTENT_LENGTH applied) and
+    returns a response, needing no app or request context. Skipped: the contexts, URL matching,
+    signals and hooks, about 70 µs a request here (as much as a bare Flask endpoint spends in
+    Flask), for routes that use none of them. Flask still lists the routes, and answers their
+    other methods (405).
+    """
+
+    def __init__(self, app: Flask, routes: dict):
+        self.app, self.routes, self.flask = app, routes, app.wsgi_app
+
+    def __call__(self, environ, start_response):
+        handler = self.routes.get(environ.get("PATH_INFO")) if environ.get("REQUEST_METHOD") == "POST" else None
+        if handler is None:
+            return self.flask(environ, start_response)
+        request = self.app.request_class(environ)
+        request.max_content_length = self.app.config["MAX_CONTENT_LENGTH"]
+        return handler(self.app, request)(environ, start_response)

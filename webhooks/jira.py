@@ -9,21 +9,25 @@ from __future__ import annotations
 import json
 import logging
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, Flask, Request, Response, current_app, request
 from redis.exceptions import RedisError
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from workers.stores.deliveries import delivery_id
 from workers.core.events import HANDLED_EVENTS, ISSUE_KEY, identity_problem
-from workers.stores.queue import enqueue_delivery
+from workers.failures import DELIVERY_FUNC
+from workers.stores.intake import CODES
+from workers.stores.queue import delivery_job_id
 
 from . import verdicts
 from .signature import verify, verify_token
 
 bp = Blueprint("jira", __name__)
 log = logging.getLogger("relance.webhooks")
+PATH = "/webhooks/jira"
 
 
-def _unauthenticated(settings, body: bytes) -> str | None:
+def _unauthenticated(settings, request: Request, body: bytes) -> str | None:
     """Why this request is not authenticated, or None. Each credential that is set is required:
     with both a secret and a token, a delivery needs the right signature and the right token."""
     token = settings.reveal("jira_webhook_token")
@@ -37,16 +41,36 @@ def _unauthenticated(settings, body: bytes) -> str | None:
     return None
 
 
-def answer(code: int, **body):
-    """The JSON answer, counted in relance_deliveries_total and logged for the dashboard (verdicts.answer)."""
-    return verdicts.answer("jira", code, **body)
+@bp.post(PATH)
+def receive_in_flask():
+    """The route in Flask's URL map (its 405 for other methods, url_for); requests reach ``receive``
+    through ``webhooks.FastRoutes`` before Flask's dispatch, this view only if that is bypassed."""
+    return receive(current_app._get_current_object(), request._get_current_object())
 
 
-@bp.post("/webhooks/jira")
-def receive():
-    edge = current_app.extensions["relance"]
+def receive(app: Flask, request: Request) -> Response:
+    """Answer one JIRA delivery. Needs no Flask context: ``webhooks.FastRoutes`` calls it before
+    Flask's dispatch, whose contexts and URL matching cost as much as a bare endpoint's work."""
+    try:
+        return _receive(app, request)
+    except HTTPException as e:                      # 413: a body over MAX_CONTENT_LENGTH
+        return verdicts.answer("jira", e.code, app=app, seen={}, error=e.name.lower(), reason=e.description)
+    except Exception:
+        log.exception("Exception on %s [%s]", request.path, request.method)
+        error = InternalServerError()
+        return verdicts.answer("jira", error.code, app=app, seen={}, error=error.name.lower(),
+                               reason=error.description)
+
+
+def _receive(app: Flask, request: Request) -> Response:
+    edge = app.extensions["relance"]
     body = request.get_data(cache=False)      # raw bytes; 413 past MAX_CONTENT_LENGTH
-    problem = _unauthenticated(edge.settings, body)
+    seen = {}                                 # the ticket and event, for the delivery log
+
+    def answer(code: int, **body) -> Response:
+        return verdicts.answer("jira", code, app=app, seen=seen, **body)
+
+    problem = _unauthenticated(edge.settings, request, body)
     if problem:
         return answer(401, error="unauthorized", reason=problem)
     try:
@@ -58,8 +82,8 @@ def receive():
     event = payload.get("webhookEvent")
     issue = payload.get("issue")
     key = issue.get("key") if isinstance(issue, dict) else None
-    g.webhook = {"event": event if isinstance(event, str) else None,
-                 "ticket": key.upper() if isinstance(key, str) and ISSUE_KEY.fullmatch(key.upper()) else None}
+    seen.update(ticket=key.upper() if isinstance(key, str) and ISSUE_KEY.fullmatch(key.upper()) else None,
+                event=event if isinstance(event, str) else None)
     if event is not None and not isinstance(event, str):
         return answer(400, error="unexpected body", reason="'webhookEvent' must be a string")
     if event is None and not (isinstance(payload.get("issue"), dict) and "changelog" in payload):
@@ -72,15 +96,11 @@ def receive():
 
     did = delivery_id(request.headers.get("X-Atlassian-Webhook-Identifier"), body)
     try:
-        fresh = edge.deliveries.put(did, body)
-        if not fresh and edge.deliveries.is_done(did):
-            return answer(200, status="duplicate", delivery=did)
-        # Queue even a redelivery whose job is missing (Redis failed between the two writes):
-        # the job id is unique, and a processed delivery is a no-op.
-        queued = enqueue_delivery(edge.queue, did, edge.settings.job_timeout)
+        # One round trip: store, dedupe, queue, count and log (a redelivery whose job is missing is queued again).
+        verdict = edge.intake.accept(did, body, DELIVERY_FUNC, delivery_job_id(did), (did,),
+                                     timeout=edge.settings.job_timeout, counter=verdicts.counter("jira"),
+                                     log={"source": "jira", **seen, "delivery": did})
     except RedisError as e:
         log.error("webhook %s not accepted, Redis unavailable: %s", did, e)
-        return verdicts.unavailable("jira", edge.retry_after)
-    if not fresh and not queued:
-        return answer(200, status="duplicate", delivery=did)
-    return answer(202, status="queued", delivery=did)
+        return verdicts.unavailable("jira", edge.retry_after, app=app, seen=seen)
+    return verdicts.respond(app, CODES[verdict], {"status": verdict, "delivery": did})

@@ -55,7 +55,12 @@ class DeliveryStore:
     def put_post(self, did: str, content_type: str, body: bytes) -> bool:
         """Store an HTTP post with its Content-Type (a multipart's boundary is in it), as
         ``Content-Type: <ct>\\r\\n\\r\\n<body>``; False if this delivery id was seen before."""
-        return self.put(did, b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+        return self.put(did, self.as_post(content_type, body))
+
+    @staticmethod
+    def as_post(content_type: str, body: bytes) -> bytes:
+        """What ``put_post`` stores, and ``post`` reads back."""
+        return b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
 
     def post(self, did: str) -> tuple[str, bytes] | None:
         """``(content_type, body)`` of a post stored by put_post, or None if it is not (or no longer) kept."""

@@ -15,6 +15,7 @@ from rq.exceptions import DuplicateJobError
 from rq.serializers import JSONSerializer
 
 from .. import defaults
+from ..failures import DELIVERY_FUNC
 
 
 def make_queue(redis: Redis, name: str = defaults.QUEUE_NAME) -> Queue:
@@ -25,6 +26,15 @@ def _retry(at_front: bool = False) -> Retry:
     return Retry(max=defaults.JOB_RETRIES, interval=defaults.JOB_RETRY_INTERVALS_SECONDS, enqueue_at_front=at_front)
 
 
+def job_options(timeout: float, failure_ttl: int = defaults.RETENTION_SECONDS, retry: Retry | None = None) -> dict:
+    """RQ's options of every relance job (``Queue.enqueue_call``/``create_job`` keywords): the retry
+    schedule (default: JOB_RETRIES at JOB_RETRY_INTERVALS_SECONDS), the failure callback, the TTLs."""
+    retry = retry or _retry()
+    return {"retry": retry, "meta": {"retries": retry.max}, "timeout": int(timeout),
+            "result_ttl": defaults.RESULT_TTL_SECONDS, "failure_ttl": int(failure_ttl),
+            "on_failure": Callback("workers.failures.on_job_failure")}
+
+
 def enqueue_call(queue: Queue, func: str, job_id: str, args: tuple, timeout: float,
                  failure_ttl: int = defaults.RETENTION_SECONDS, retry: Retry | None = None,
                  at_front: bool = False) -> bool:
@@ -33,20 +43,21 @@ def enqueue_call(queue: Queue, func: str, job_id: str, args: tuple, timeout: flo
     ``retry``: RQ's retry schedule (default: JOB_RETRIES at JOB_RETRY_INTERVALS_SECONDS).
     ``at_front``: ahead of the jobs waiting (and so are its retries).
     """
-    retry = retry or _retry(at_front)
     try:
-        queue.enqueue_call(func, args=args, job_id=job_id, unique=True, retry=retry, meta={"retries": retry.max},
-                           timeout=int(timeout), result_ttl=defaults.RESULT_TTL_SECONDS, at_front=at_front,
-                           failure_ttl=int(failure_ttl), on_failure=Callback("workers.failures.on_job_failure"))
+        queue.enqueue_call(func, args=args, job_id=job_id, unique=True, at_front=at_front,
+                           **job_options(timeout, failure_ttl, retry or _retry(at_front)))
     except DuplicateJobError:
         return False
     return True
 
 
+def delivery_job_id(delivery_id: str) -> str:
+    return f"delivery-{delivery_id}"
+
+
 def enqueue_delivery(queue: Queue, delivery_id: str, timeout: float = defaults.JOB_TIMEOUT_SECONDS,
                      retry: Retry | None = None) -> bool:
-    return enqueue_call(queue, "workers.jobs.process_delivery", f"delivery-{delivery_id}", (delivery_id,), timeout,
-                        retry=retry)
+    return enqueue_call(queue, DELIVERY_FUNC, delivery_job_id(delivery_id), (delivery_id,), timeout, retry=retry)
 
 
 def enqueue_timer(queue: Queue, job_id: str, member: str, generation: str, due: float | None = None,

@@ -24,10 +24,14 @@ DELIVERY_LOG_KEY = "relance:deliveries:log"     # stream: the latest webhooks an
 DELIVERY_LOG_MAX = 10_000
 
 
+def delivery_log_fields(**fields) -> dict:
+    """A delivery log entry's fields: those set, each cut to 300 characters."""
+    return {k: str(v)[:300] for k, v in fields.items() if v is not None}
+
+
 def log_delivery(pipe, ttl: int, **fields) -> None:
     """Add one webhook's verdict to the capped delivery log (in the caller's pipeline)."""
-    pipe.xadd(DELIVERY_LOG_KEY, {k: str(v)[:300] for k, v in fields.items() if v is not None},
-              maxlen=DELIVERY_LOG_MAX, approximate=True)
+    pipe.xadd(DELIVERY_LOG_KEY, delivery_log_fields(**fields), maxlen=DELIVERY_LOG_MAX, approximate=True)
     pipe.expire(DELIVERY_LOG_KEY, int(ttl))
 
 
