@@ -69,11 +69,10 @@ def bench_rq_noop(redis_url: str, jobs: int, worker_class: str = "rq.worker.Work
     return jobs / (time.perf_counter() - started)
 
 
-def bench_processing(redis_url: str, events: int, outbox: Path) -> float:
+def queue_feedback_requests(redis: Redis, events: int) -> None:
+    """Store and queue ``events`` *Waiting for feedback* deliveries, one per BENCH-<n> ticket, as the edge does."""
     from workers.stores.deliveries import DeliveryStore
     from workers.stores.queue import enqueue_delivery, make_queue
-    redis = Redis.from_url(redis_url)
-    redis.flushall()
     template = json.loads((ROOT / "docs/examples/waiting-for-feedback.json").read_text())
     store, queue = DeliveryStore(redis), make_queue(redis)
     for i in range(events):
@@ -82,6 +81,12 @@ def bench_processing(redis_url: str, events: int, outbox: Path) -> float:
         body["timestamp"] = int(time.time() * 1000)
         store.put(f"ev-{i}", json.dumps(body).encode())
         enqueue_delivery(queue, f"ev-{i}")
+
+
+def bench_processing(redis_url: str, events: int, outbox: Path) -> float:
+    redis = Redis.from_url(redis_url)
+    redis.flushall()
+    queue_feedback_requests(redis, events)
     env = {**os.environ, "REDIS_URL": redis_url, "OUTBOX_DIR": str(outbox)}
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "relance", "worker", "--burst"], cwd=ROOT, env=env, check=True,

@@ -379,13 +379,14 @@ def cmd_timers(args) -> int:
         return 0
     now = time.time()
     failures = FailureStore(redis, settings.retention)
+    firing = store.firing([member(t.rule, t.ticket) for t in timers], now)
     print(f"{'TICKET':<14} {'RULE':<24} {'DUE (UTC)':<20} {'':<16} {'GENERATION':<16} NOTE")
     for t in timers:
         jid = job_id(member(t.rule, t.ticket), t.generation)
         note = ""
         if failures.get(jid) is not None:
             note = "parked: its job gave up (see relance failures; relance retry " + jid + ")"
-        elif redis.exists(f"rq:job:{jid}"):
+        elif member(t.rule, t.ticket) in firing:
             note = "firing: claimed, its job is queued or running"
         print(f"{t.ticket:<14} {t.rule:<24} {_utc(t.due):<20} {_relative(t.due - now):<16} "
               f"{t.generation:<16} {note}".rstrip())

@@ -298,3 +298,25 @@ def test_email_both_ways_through_the_real_processes(service, jira, sendgrid, red
     jira.wait_for(lambda _: len(jira.issue("SUP-1")["fields"]["comment"]["comments"]) == 3)
     note = jira.issue("SUP-1")["fields"]["comment"]["comments"][2]["body"]
     assert "jane@customer.example" in note and "bounced" in note
+
+
+def test_a_worker_killed_mid_firing_job_leaves_its_timers_due_again_and_each_acts_once(service, jira, sendgrid,
+                                                                                        redis):
+    first = service.start_worker()
+    hold = jira.hold("/rest/api/2/issue/SUP-2/transitions")    # SUP-2's close hangs in the firing job ...
+    for key, delivery in (("SUP-1", "r1"), ("SUP-2", "r2")):
+        assert service.post(move(jira, key, "Resolved"), delivery).status_code == 202
+    jira.held.wait_for(lambda held: held, timeout=30)
+    killed_at = time.monotonic()
+    service.kill(first)                                        # ... and the platform kills the worker
+    hold.set()
+    service.start_worker()
+    closed = sendgrid.wait_for(lambda m: len([x for x in m if x["categories"] == ["auto_closed"]]) == 2 or None,
+                               timeout=JOB_TIMEOUT + 5 + 30)
+    recovered_in = time.monotonic() - killed_at
+    print(f"timers recovered {recovered_in:.1f} s after SIGKILL")
+    assert closed and recovered_in < JOB_TIMEOUT + 5 + 10, recovered_in        # the lease, then a poll
+    assert [jira.issue(k)["fields"]["status"]["name"] for k in ("SUP-1", "SUP-2")] == ["Closed", "Closed"]
+    assert [len(transitions_posted(jira, k)) for k in ("SUP-1", "SUP-2")] == [1, 1]
+    mails = sorted(m["custom_args"]["issue_key"] for m in sendgrid.messages if m["categories"] == ["auto_closed"])
+    assert mails == ["SUP-1", "SUP-2"]

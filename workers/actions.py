@@ -21,7 +21,7 @@ from .core.events import Comment, Person, TicketEvent
 from .exceptions import EffectBusy, JiraError, MailError, NotifyError, RecipientInvalid, RecipientUnknown
 from .failures import RULE_FUNC
 from .stores.ledger import FINISHED, EffectLedger
-from .clients.mail import Message
+from .clients.mail import Message, OutboxMailer
 from .core.replies import ReplyAddresses
 from .core.rules import Action, CommentAction, RuleSet, TransitionAction
 
@@ -104,52 +104,81 @@ class Effects:
     failures: object = None     # where a rule whose effect failed for good is kept for a retry
     replies: ReplyAddresses | None = None   # signs customer emails' Reply-To (REPLY_DOMAIN); None: no replies
 
+    @staticmethod
+    def effect_ids(rule: str, steps, effect_prefix: str) -> list[str]:
+        """The ledger ids of ``steps`` ([(index, Action)]) of ``rule`` performed under ``effect_prefix``."""
+        return [f"{effect_prefix}:{rule}:{index}" for index, _ in steps]
+
     def perform_rule(self, rule: str, steps, ticket: Ticket, effect_prefix: str,
-                     claim_seconds: float | None = None) -> None:
+                     claim_seconds: float | None = None, claims=None, writes=None) -> None:
         """Perform ``steps`` ([(index, Action)]) of one rule for ``ticket``, each once.
 
-        Each effect is claimed for ``claim_seconds`` (the time the job has left) while
-        it is performed. Raises EffectBusy if another execution is performing one of
-        them now, and TransientError when JIRA or the mail provider should be asked
-        again later.
+        The rule's effects are claimed for ``claim_seconds`` (the time the job has left),
+        and read, in one round trip (or were, by the caller: ``claims``, from
+        ``EffectLedger.claim_all`` of ``effect_ids``); each claim is given back with the
+        effect's outcome. Raises EffectBusy, before performing any, if another execution
+        is performing one of them now, and TransientError when JIRA or the mail provider
+        should be asked again later. ``writes``: a pipeline the caller executes soon after:
+        the outcome of an effect that changes nothing outside relance (a dry-run JIRA
+        action, mail to the outbox, a skip) is added to it rather than written at once;
+        should it be lost, the effect is simply performed again.
         """
-        blocked = None
-        for index, action in steps:
-            effect_id = f"{effect_prefix}:{rule}:{index}"
-            if self.ledger.get(effect_id).get("state") in FINISHED:
-                continue
-            token = self.ledger.claim(effect_id, claim_seconds)
-            if token is None:
-                raise EffectBusy(f"{effect_id} is being performed by another execution")
-            try:
-                if self.ledger.get(effect_id).get("state") in FINISHED:   # finished while we looked
+        ids = self.effect_ids(rule, steps, effect_prefix)
+        claims = claims if claims is not None else self.ledger.claim_all(ids, claim_seconds)
+        held = {effect_id: token for effect_id, (token, _) in zip(ids, claims) if token is not None}
+        try:
+            busy = [i for i, (token, entry) in zip(ids, claims) if token is None and entry.get("state") not in FINISHED]
+            if busy:
+                raise EffectBusy(f"{busy[0]} is being performed by another execution")
+            blocked = None
+            for (index, action), effect_id, (token, entry) in zip(steps, ids, claims):
+                if entry.get("state") in FINISHED:
                     continue
+                refused, extra = None, {}
                 if blocked:
-                    self._finish(ticket, effect_id, rule, action, "skipped", f"not done: {blocked}")
-                    continue
-                extra = {}
-                try:
-                    state, detail, *more = self._perform(effect_id, action, ticket)
-                    extra = more[0] if more else {}
-                except (JiraError, MailError, NotifyError) as e:
-                    self._finish(ticket, effect_id, rule, action, "failed", str(e))
-                    blocked = f"{action.kind} failed"
-                    if self.failures is not None:
-                        self.failures.record(f"effect-{effect_prefix}-{rule}", RULE_FUNC, (effect_prefix, rule, ticket.key),
-                                             ticket.key, f"{action.kind} failed: {e}"[:500], 1)
-                    continue
-                except RecipientUnknown as e:
-                    state, detail = "skipped", str(e)
-                self._finish(ticket, effect_id, rule, action, state, detail, **extra)
-            finally:
-                self.ledger.release(effect_id, token)
+                    state, detail = "skipped", f"not done: {blocked}"
+                else:
+                    try:
+                        state, detail, *more = self._perform(effect_id, action, ticket)
+                        extra = more[0] if more else {}
+                    except (JiraError, MailError, NotifyError) as e:
+                        state, detail, refused = "failed", str(e), e
+                        blocked = f"{action.kind} failed"
+                    except RecipientUnknown as e:
+                        state, detail = "skipped", str(e)
+                local = writes is not None and refused is None and (state == "skipped" or self._stays_local(action))
+                self._finish(ticket, effect_id, rule, action, state, detail, held.pop(effect_id),
+                             writes if local else None, **extra)
+                if refused is not None and self.failures is not None:
+                    self.failures.record(f"effect-{effect_prefix}-{rule}", RULE_FUNC, (effect_prefix, rule, ticket.key),
+                                         ticket.key, f"{action.kind} failed: {refused}"[:500], 1)
+        finally:
+            if held:        # effects found finished, or left by a failure: their claims go back together
+                pipe = writes if writes is not None else self.ledger.redis.pipeline(transaction=False)
+                for effect_id, token in held.items():
+                    self.ledger.release(effect_id, token, pipe=pipe)
+                if writes is None:
+                    pipe.execute()
 
-    def _finish(self, ticket, effect_id, rule, action, state, detail, **extra):
-        self.ledger.finish(effect_id, state, detail)
+    def _stays_local(self, action: Action) -> bool:
+        """Whether performing ``action`` changes nothing outside relance: a JIRA action in dry run, mail to
+        the outbox (each message a file named after its effect, so writing it again replaces it)."""
+        if action.kind == "email":
+            return isinstance(self.mailer, OutboxMailer)
+        return action.kind != "notify" and self.jira.dry_run
+
+    def _finish(self, ticket, effect_id, rule, action, state, detail, token, writes=None, **extra):
+        """Record the effect's outcome, count it, note it on the timeline and give its claim back:
+        one round trip, or on ``writes``."""
+        pipe = writes if writes is not None else self.ledger.redis.pipeline(transaction=False)
+        self.ledger.finish(effect_id, state, detail, pipe=pipe)
         if self.metrics is not None:
-            self.metrics.count("effects", action.kind, state)
-        self.audit.record(ticket.key, f"effect {state}", rule=rule, action=action.kind, effect=effect_id,
-                          detail=detail, **extra)
+            self.metrics.count("effects", action.kind, state, pipe=pipe)
+        self.audit.record(ticket.key, f"effect {state}", pipe=pipe, rule=rule, action=action.kind,
+                          effect=effect_id, detail=detail, **extra)
+        self.ledger.release(effect_id, token, pipe=pipe)
+        if writes is None:
+            pipe.execute()
 
     # -- one action each -------------------------------------------------
     def _perform(self, effect_id: str, action: Action, ticket: Ticket) -> tuple:
@@ -169,7 +198,7 @@ class Effects:
             if self.ledger.get(effect_id).get("attempts"):
                 return "done", f"moved to {ticket.status} (JIRA shows it after an unclear answer)"
             return "skipped", f"already {ticket.status}"
-        self.ledger.begin(effect_id, {"transition": list(names)})
+        self.ledger.begin(effect_id, {"transition": list(names)}, defer=self.jira.dry_run)
         if self.jira.dry_run:
             return "done", f"dry run: would move {ticket.key} to {label}"
         self.ledger.attempt(effect_id)
@@ -183,7 +212,7 @@ class Effects:
         # The target is computed once and kept in the ledger, so a retry sets the same priority.
         target = self.ledger.begin(effect_id, {
             "priority": names[max(0, names.index(current) - steps)] if current else None,
-            "from": current})["priority"]
+            "from": current}, defer=self.jira.dry_run)["priority"]
         if target is None:
             return "skipped", f"priority {ticket.priority!r} is not one of {names}"
         if target == current:
@@ -197,7 +226,7 @@ class Effects:
     def _do_add_label(self, effect_id, label: str, ticket: Ticket):
         if label in ticket.labels:
             return "skipped", f"already labelled {label}"
-        self.ledger.begin(effect_id, {"add_label": label})
+        self.ledger.begin(effect_id, {"add_label": label}, defer=self.jira.dry_run)
         if self.jira.dry_run:
             return "done", f"dry run: would add label {label}"
         self.jira.add_label(ticket.key, label)
@@ -207,7 +236,7 @@ class Effects:
     def _do_set_priority(self, effect_id, name: str, ticket: Ticket):
         if (ticket.priority or "").casefold() == name.casefold():
             return "skipped", f"priority already {ticket.priority}"
-        self.ledger.begin(effect_id, {"priority": name, "from": ticket.priority})
+        self.ledger.begin(effect_id, {"priority": name, "from": ticket.priority}, defer=self.jira.dry_run)
         if self.jira.dry_run:
             return "done", f"dry run: would set priority {name}"
         self.jira.set_priority(ticket.key, name)        # a PUT: repeating it is harmless
@@ -217,7 +246,7 @@ class Effects:
     def _do_remove_label(self, effect_id, label: str, ticket: Ticket):
         if label not in ticket.labels:
             return "skipped", f"no label {label}"
-        self.ledger.begin(effect_id, {"remove_label": label})
+        self.ledger.begin(effect_id, {"remove_label": label}, defer=self.jira.dry_run)
         if self.jira.dry_run:
             return "done", f"dry run: would remove label {label}"
         self.jira.remove_label(ticket.key, label)
@@ -238,7 +267,7 @@ class Effects:
             return "skipped", "already unassigned"
         if target is not None and ticket.assignee is not None and target.same_as(ticket.assignee):
             return "skipped", f"already assigned to {target.ident}"
-        self.ledger.begin(effect_id, {"assign": who})
+        self.ledger.begin(effect_id, {"assign": who}, defer=self.jira.dry_run)
         label = "nobody" if target is None else (f"the reporter ({target.ident})" if who == "reporter" else who)
         if self.jira.dry_run:
             return "done", f"dry run: would assign to {label}"
@@ -268,7 +297,8 @@ class Effects:
             body = self.renderer.render_text("jira", comment.template, locale, self.context(ticket), time_zone)
         else:
             body = comment
-        body = self.ledger.begin(effect_id, {"comment": body})["comment"]     # a retry posts the same words
+        # A retry posts the same words.
+        body = self.ledger.begin(effect_id, {"comment": body}, defer=self.jira.dry_run)["comment"]
         if self.jira.dry_run:
             return "done", "dry run: would comment"
         # A POST that got no clear answer may have been applied: look before posting again.

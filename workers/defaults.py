@@ -27,7 +27,12 @@ WORKER_TTL_SECONDS = 30                 # a worker blocks WORKER_TTL - 15 s per 
 
 # Timers
 TIMER_POLL_SECONDS = 0.2                # bounds how late a due timer is picked up
-TIMER_BATCH = 500                       # timers moved to the queue per poll
+TIMER_BATCH = 500                       # timers claimed at most per claim (one Lua call)
+TIMER_JOB_SIZE = 50                     # timers fired by one RQ job (RELANCE_TIMER_JOB_SIZE overrides it)
+# Firing jobs waiting at the head of the queue beyond which the pumps claim no more: a burst of
+# due timers is claimed as workers get through it, so no claimed timer outlives its lease queued.
+TIMER_JOBS_WAITING = 8
+TIMER_ROUND = 25                        # timers a firing job reads, locks and records together (dry run)
 
 # Reconcile: the worker asks JIRA for tickets changed lately (webhooks lost in an outage)
 RECONCILE_INTERVAL_SECONDS = 3600       # RELANCE_RECONCILE_INTERVAL overrides it

@@ -26,6 +26,7 @@ INDEX_KEY = "relance:failures"          # zset: job id -> when it gave up, epoch
 
 DELIVERY_FUNC = "workers.jobs.process_delivery"
 TIMER_FUNC = "workers.jobs.fire_timer"
+TIMERS_FUNC = "workers.timer_jobs.fire_timers"   # a pump's firing job: its timers come due again on their own
 RULE_FUNC = "workers.jobs.retry_rule"         # a rule one of whose effects JIRA or the mail provider refused
 MAIL_EVENTS_FUNC = "workers.mail_events.process_mail_events"   # a batch of SendGrid's Event Webhook
 
@@ -112,8 +113,14 @@ def on_job_failure(job, connection, exc_type, exc_value, traceback) -> None:
     from .core.events import parse_event
     from .stores.timers import split_member
 
-    ctx = current()
     reason = f"{exc_type.__name__ if exc_type else 'failed'}: {exc_value}"[:500]
+    if job.func_name == TIMERS_FUNC:
+        # Nothing to keep: each of its timers stays claimed in the timer index until done with, and
+        # comes due again when its lease ends.
+        log.error("timer firing job %s failed (%s); its %s timers come due again when their lease ends",
+                  job.id, reason, len(job.args[0]) if job.args else "")
+        return
+    ctx = current()
     final = not (job.retries_left is not None and job.retries_left > 0)
     args = tuple(job.args or ())
     ticket = None

@@ -20,7 +20,7 @@ from rq.utils import now as rq_now
 from . import defaults
 from .actions import Ticket
 from .context import Context, current
-from .core.decisions import decide, next_firing, no_longer_fits, plan_effects
+from .core.decisions import decide, no_longer_fits, plan_effects
 from .core.events import TicketEvent, _person, parse_event
 from .exceptions import JiraError, PayloadError
 from .logs import about
@@ -233,62 +233,11 @@ def _snapshot(ctx: Context, event: TicketEvent, key: str) -> dict:
 
 
 def fire_timer(member: str, generation: str, due: float | None = None) -> str:
-    """RQ job: see ``_fire_timer``; its log lines name the ticket."""
+    """RQ job: one timer in a job of its own (a timer whose firing failed in the pump's firing job, or a
+    retry from the failures): see ``workers.timer_jobs.fire_alone``. Its log lines name the ticket."""
+    from .timer_jobs import fire_alone      # it builds on this module's helpers
     with about(ticket=split_member(member)[1]):
-        return _fire_timer(member, generation, due)
-
-
-def _fire_timer(member: str, generation: str, due: float | None = None) -> str:
-    """Perform a due timer's rule, if the timer is still this generation and the ticket still fits the rule.
-
-    The ticket is re-read from JIRA (its memory from webhooks in dry run), so a
-    late or cancelled timer never acts on a ticket that has moved on, and the
-    rule's ``if:`` is checked on the ticket as it is now. A timer whose rule or
-    ticket is gone is dropped from the timer index. A repeating rule's timer is
-    re-armed for its next firing (``due``, epoch seconds, is when this one was due).
-    """
-    ctx = current()
-    rule_name, key = split_member(member)
-    if ctx.timers.generation(member) != generation:
-        ctx.audit.record(key, "timer superseded", rule=rule_name, generation=generation)
-        return "superseded"
-    rule = ctx.rules.rule(rule_name)
-    if rule is None or not rule.enabled:
-        return _drop(ctx, member, generation, key, rule_name, "rule removed or disabled")
-    if not ctx.tickets.known(key) and ctx.effects.jira.dry_run:
-        return _drop(ctx, member, generation, key, rule_name, "relance no longer remembers the ticket")
-    ticket = ticket_now(ctx, key)
-    if ticket is None:
-        return _drop(ctx, member, generation, key, rule_name, "JIRA no longer shows the ticket")
-
-    prefix = f"timer-{key}-{generation}"      # effect ids are unique per ticket and arming
-    with ctx.tickets.lock(key):
-        if ctx.timers.generation(member) != generation:     # cancelled or re-armed while we read JIRA
-            ctx.audit.record(key, "timer superseded", rule=rule_name, generation=generation)
-            return "superseded"
-        # A retry of a firing that already acted (say, closed the ticket, then the mail failed)
-        # resumes it: the ticket has left the state because of this very timer.
-        resuming = ctx.effects.ledger.get(f"{prefix}:{rule_name}:0") != {}
-        why = None if resuming else _no_longer_fits(ctx, rule, ticket)
-        if why:
-            ctx.timers.release(member, generation)
-            ctx.audit.record(key, "timer skipped", rule=rule_name, why=why)
-            return f"skipped: {why}"
-        ctx.audit.record(key, "timer resumed" if resuming else "timer fired", rule=rule_name, generation=generation)
-        if not resuming and due is not None:
-            ctx.effects.metrics.observe("lateness", max(0.0, time.time() - due))
-        ctx.tickets.touch(key)
-    steps = [(e.index, e.action) for e in plan_effects(ctx.rules, rule_name)]
-    ctx.effects.perform_rule(rule_name, steps, ticket, prefix, _time_left())
-    base, firing = split_generation(generation)
-    due_ms = int((due if due is not None else time.time()) * 1000)
-    next_ms = next_firing(ctx.rules, rule, due_ms, firing)
-    if next_ms is not None and ctx.timers.rearm(member, generation, next_ms / 1000, f"{base}-r{firing + 1}"):
-        ctx.audit.record(key, "timer armed", rule=rule_name, due_ms=next_ms, generation=f"{base}-r{firing + 1}",
-                         repeat=firing + 1)
-    else:
-        ctx.timers.release(member, generation)
-    return "fired"
+        return fire_alone(member, generation, due)
 
 
 def split_generation(generation: str) -> tuple[str, int]:
@@ -331,19 +280,13 @@ def retry_rule(prefix: str, rule_name: str, key: str) -> str:
         return "retried"
 
 
-def ticket_now(ctx: Context, key: str) -> Ticket | None:
+def ticket_now(ctx: Context, key: str, view=None) -> Ticket | None:
     """The ticket as it is now, for a rule to act on: as JIRA shows it (None if JIRA does not), or in dry
-    run as relance remembers it from the webhooks."""
-    memory = ctx.tickets.memory(key)
-    extra = dict(since_ms=memory.since_ms, times_reopened=ctx.tickets.entries(key, "reopened"))
+    run as relance remembers it from the webhooks. ``view``: what relance remembers of it, if read already
+    (``TicketStore.views``)."""
+    view = view or ctx.tickets.views([key])[key]
+    extra = dict(since_ms=view.memory.since_ms, times_reopened=view.times_reopened)
     if ctx.effects.jira.dry_run:
-        snapshot = ctx.tickets.snapshot(key) or {"key": key}
-        return Ticket.from_snapshot({**snapshot, "status": memory.status}, **extra)
+        return Ticket.from_snapshot({**(view.snapshot or {"key": key}), "status": view.memory.status}, **extra)
     issue = _jira_issue(ctx, key)
     return Ticket.from_issue(key, issue, **extra) if issue is not None else None
-
-
-def _drop(ctx: Context, member: str, generation: str, key: str, rule_name: str, why: str) -> str:
-    ctx.timers.release(member, generation)
-    ctx.audit.record(key, "timer dropped", rule=rule_name, why=why)
-    return f"dropped: {why}"

@@ -108,6 +108,15 @@ def _float(env, name, default):
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
 
 
+def _count(env, name, default):
+    raw = env.get(name)
+    if raw is None:
+        return default
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1, got {raw!r}")
+    return int(raw)
+
+
 _DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 
 
@@ -160,6 +169,7 @@ class Settings:
     job_timeout: float = defaults.JOB_TIMEOUT_SECONDS
     maintenance_interval: float = defaults.MAINTENANCE_INTERVAL_SECONDS
     timer_poll: float = defaults.TIMER_POLL_SECONDS
+    timer_job_size: int = defaults.TIMER_JOB_SIZE
     retention: int = defaults.RETENTION_SECONDS
     reconcile_interval: int = defaults.RECONCILE_INTERVAL_SECONDS
     log_format: str = "text"
@@ -247,6 +257,7 @@ class Settings:
             job_timeout=_float(env, "RELANCE_JOB_TIMEOUT", cls.job_timeout),
             maintenance_interval=_float(env, "RELANCE_MAINTENANCE_INTERVAL", cls.maintenance_interval),
             timer_poll=_float(env, "RELANCE_TIMER_POLL", cls.timer_poll),
+            timer_job_size=_count(env, "RELANCE_TIMER_JOB_SIZE", cls.timer_job_size),
             retention=_duration(env, "RELANCE_RETENTION", cls.retention),
             reconcile_interval=_duration(env, "RELANCE_RECONCILE_INTERVAL", cls.reconcile_interval),
             log_format=_log_format(get("LOG_FORMAT")),

@@ -85,7 +85,8 @@ def run_worker(ctx: Context, burst: bool = False) -> bool:
     """Work the queue (and run due timers) until stopped; with ``burst``, until the queue is empty."""
     check_eviction_policy(ctx.redis)
     worker = make_worker(ctx)
-    pump = TimerPump(ctx.timers, ctx.queue, ctx.settings.timer_poll, ctx.settings.job_timeout)
+    pump = TimerPump(ctx.timers, ctx.queue, ctx.settings.timer_poll, ctx.settings.job_timeout,
+                     ctx.settings.timer_job_size)
     reconciler = start_reconciler(ctx) if not burst else None
     if not burst:
         pump.start()

@@ -22,14 +22,9 @@ import zlib
 from redis import Redis
 
 from .. import defaults
-from .connection import text
+from .connection import RELEASE_IF_OWNER, run_script, text
 
 FINISHED = ("done", "skipped", "failed")
-
-_RELEASE_CLAIM = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class EffectLedger:
@@ -40,20 +35,35 @@ class EffectLedger:
         self.redis = redis
         self.ttl = int(ttl)
         self.claim_ms = int(claim_seconds * 1000)
-        self._release_claim = redis.register_script(_RELEASE_CLAIM)
+        self._release_claim = redis.register_script(RELEASE_IF_OWNER)
+        self._held: dict[str, dict] = {}     # effects claimed by this process (claim_all): as read, then begun
 
     @staticmethod
     def key(effect_id: str) -> str:
         return f"relance:effect:{effect_id}"
 
     def get(self, effect_id: str) -> dict:
-        raw = {text(k): text(v) for k, v in self.redis.hgetall(self.key(effect_id)).items()}
+        return self._entry(self.redis.hgetall(self.key(effect_id)))
+
+    @staticmethod
+    def _entry(fields: dict) -> dict:
+        raw = {text(k): text(v) for k, v in fields.items()}
         if "intent" in raw:
             raw["intent"] = json.loads(raw["intent"])
         return raw
 
-    def begin(self, effect_id: str, intent: dict) -> dict:
-        """Record the intent unless one exists; return the intent that stands."""
+    def begin(self, effect_id: str, intent: dict, defer: bool = False) -> dict:
+        """Record the intent unless one exists; return the intent that stands.
+
+        For an effect claimed with ``claim_all`` the intent that stands is known from its read; with
+        ``defer`` (no remote call follows: a dry run), the intent is written with the outcome, by ``finish``.
+        """
+        held = self._held.get(effect_id)
+        if held is not None and "intent" in held:
+            return held["intent"]
+        if held is not None and defer:
+            held.update(intent=intent, begun_at=f"{time.time():.3f}")
+            return intent
         key = self.key(effect_id)
         pipe = self.redis.pipeline()
         pipe.hsetnx(key, "intent", json.dumps(intent, default=str))
@@ -62,6 +72,8 @@ class EffectLedger:
         pipe.expire(key, self.ttl)
         pipe.hget(key, "intent")
         *_, stored = pipe.execute()
+        if held is not None:
+            held["intent"] = json.loads(stored)
         return json.loads(stored)
 
     def attempt(self, effect_id: str) -> int:
@@ -71,12 +83,17 @@ class EffectLedger:
         pipe.expire(self.key(effect_id), self.ttl)
         return pipe.execute()[0] - 1
 
-    def finish(self, effect_id: str, state: str, detail: str = "") -> None:
+    def finish(self, effect_id: str, state: str, detail: str = "", pipe=None) -> None:
         assert state in FINISHED
-        pipe = self.redis.pipeline()
-        pipe.hset(self.key(effect_id), mapping={"state": state, "detail": detail, "finished_at": f"{time.time():.3f}"})
-        pipe.expire(self.key(effect_id), self.ttl)
-        pipe.execute()
+        p = pipe or self.redis.pipeline()
+        held = self._held.pop(effect_id, None)
+        if held is not None and "begun_at" in held:     # a deferred begin
+            p.hsetnx(self.key(effect_id), "intent", json.dumps(held["intent"], default=str))
+            p.hsetnx(self.key(effect_id), "started_at", held["begun_at"])
+        p.hset(self.key(effect_id), mapping={"state": state, "detail": detail, "finished_at": f"{time.time():.3f}"})
+        p.expire(self.key(effect_id), self.ttl)
+        if pipe is None:
+            p.execute()
 
     def keep_sent(self, effect_id: str, message: dict) -> None:
         """Keep an email as it was sent (subject, recipients, text and HTML), zlib-compressed:
@@ -102,5 +119,26 @@ class EffectLedger:
             return token
         return None
 
-    def release(self, effect_id: str, token: str) -> None:
-        self._release_claim(keys=[self.key(effect_id) + ":claim"], args=[token])
+    def claim_all(self, effect_ids: list[str], seconds: float | None = None) -> list[tuple[str | None, dict]]:
+        """``claim`` and ``get`` each effect, all in one round trip: [(the claim's token or None, the effect as
+        it stands)]. Each entry is read after its claim is taken, so while the claim is held it cannot change:
+        ``begin`` answers from it, and may defer its write to ``finish``."""
+        px = max(1, int(seconds * 1000) if seconds is not None else self.claim_ms)
+        tokens = [uuid.uuid4().hex for _ in effect_ids]
+        pipe = self.redis.pipeline(transaction=False)
+        for effect_id, token in zip(effect_ids, tokens):
+            pipe.set(self.key(effect_id) + ":claim", token, nx=True, px=px)
+            pipe.hgetall(self.key(effect_id))
+        found = pipe.execute() if effect_ids else []
+        out = []
+        for i, (effect_id, token) in enumerate(zip(effect_ids, tokens)):
+            entry = self._entry(found[2 * i + 1])
+            if found[2 * i]:
+                self._held[effect_id] = dict(entry)
+            out.append((token if found[2 * i] else None, entry))
+        return out
+
+    def release(self, effect_id: str, token: str, pipe=None) -> None:
+        """Give the effect's claim back (a deferred begin not yet finished is dropped: nothing was done)."""
+        self._held.pop(effect_id, None)
+        run_script(self._release_claim, [self.key(effect_id) + ":claim"], [token], pipe)

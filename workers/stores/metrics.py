@@ -54,7 +54,7 @@ class Metrics:
         """Add ``by`` to a counter of COUNTERS. Never raises: a metric is not worth a failed request."""
         self._write(lambda p: p.hincrby(KEY, SEP.join((name, *labels)), by), pipe)
 
-    def observe(self, name: str, value: float, *labels: str) -> None:
+    def observe(self, name: str, value: float, *labels: str, pipe=None) -> None:
         """Record one observation in a histogram of HISTOGRAMS (buckets, sum and count)."""
         buckets = HISTOGRAMS[name][3]
         bucket = bisect_left(buckets, value)
@@ -63,7 +63,7 @@ class Metrics:
         def write(p):
             p.hincrby(KEY, SEP.join((name, *labels, "le", le)), 1)
             p.hincrbyfloat(KEY, SEP.join((name, *labels, "sum")), value)
-        self._write(write, None)
+        self._write(write, pipe)
 
     def _write(self, write, pipe) -> None:
         try:

@@ -9,15 +9,29 @@ that waits for it waits milliseconds.
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from redis import Redis
 from redis.exceptions import LockError
 
 from .. import defaults
-from .connection import text
+from .connection import RELEASE_IF_OWNER, run_script, text
 from ..exceptions import TicketBusy
 from ..core.lifecycle import TicketMemory
+
+
+@dataclass(frozen=True)
+class TicketView:
+    """What relance remembers of a ticket, read in one go: whether it does, its memory, its snapshot
+    and how often it was reopened."""
+
+    known: bool
+    memory: TicketMemory
+    snapshot: dict | None
+    times_reopened: int
 
 
 class TicketStore:
@@ -28,10 +42,15 @@ class TicketStore:
         self.redis = redis
         self.ttl = int(ttl)
         self.lock_wait = lock_wait
+        self._unlock = redis.register_script(RELEASE_IF_OWNER)
 
     @staticmethod
     def key(ticket: str) -> str:
         return f"relance:ticket:{ticket}"
+
+    @staticmethod
+    def lock_key(ticket: str) -> str:
+        return f"relance:lock:{ticket}"
 
     @contextmanager
     def lock(self, ticket: str):
@@ -39,7 +58,7 @@ class TicketStore:
 
         The lock expires LOCK_SECONDS after it was taken, should its holder die.
         """
-        lock = self.redis.lock(f"relance:lock:{ticket}", timeout=defaults.LOCK_SECONDS,
+        lock = self.redis.lock(self.lock_key(ticket), timeout=defaults.LOCK_SECONDS,
                                blocking_timeout=self.lock_wait)
         if not lock.acquire():
             raise TicketBusy(f"{ticket}: another job held the ticket's lock for {self.lock_wait}s")
@@ -50,6 +69,52 @@ class TicketStore:
                 lock.release()
             except LockError:   # expired meanwhile: nothing to release
                 pass
+
+    def try_lock(self, tickets, wait: float = 0.0) -> dict[str, str]:
+        """Take the decision locks of ``tickets`` that are free, all in one round trip, trying the busy ones
+        again for up to ``wait`` seconds: {ticket: token} of the locks taken, to give back with ``unlock``.
+        Each expires LOCK_SECONDS after it was taken, as ``lock``'s does."""
+        wanted, held = list(dict.fromkeys(tickets)), {}
+        deadline = time.monotonic() + wait
+        while True:
+            tokens = {t: uuid.uuid4().hex for t in wanted}
+            pipe = self.redis.pipeline(transaction=False)
+            for ticket, token in tokens.items():
+                pipe.set(self.lock_key(ticket), token, nx=True, px=defaults.LOCK_SECONDS * 1000)
+            for (ticket, token), took in zip(tokens.items(), pipe.execute()):
+                if took:
+                    held[ticket] = token
+            wanted = [t for t in wanted if t not in held]
+            if not wanted or time.monotonic() >= deadline:
+                return held
+            time.sleep(0.05)
+
+    def unlock(self, tokens: dict[str, str], pipe=None) -> None:
+        """Give back locks taken with ``try_lock`` (one that expired meanwhile is left alone)."""
+        p = pipe or self.redis.pipeline(transaction=False)
+        for ticket, token in tokens.items():
+            run_script(self._unlock, [self.lock_key(ticket)], [token], p)
+        if pipe is None:
+            p.execute()
+
+    _VIEW_FIELDS = (*TicketMemory.FIELDS, "snapshot", "entered:reopened")
+
+    def views(self, tickets) -> dict[str, TicketView]:
+        """What relance remembers of each of ``tickets``: one round trip for all."""
+        wanted = list(dict.fromkeys(tickets))
+        pipe = self.redis.pipeline(transaction=False)
+        for ticket in wanted:
+            pipe.exists(self.key(ticket))
+            pipe.hmget(self.key(ticket), self._VIEW_FIELDS)
+        found = pipe.execute() if wanted else []
+        views = {}
+        for i, ticket in enumerate(wanted):
+            known, raw = found[2 * i], [text(v) for v in found[2 * i + 1]]
+            fields = dict(zip(self._VIEW_FIELDS, raw))
+            memory = TicketMemory.from_dict({k: fields[k] for k in TicketMemory.FIELDS})
+            snapshot = json.loads(fields["snapshot"]) if fields["snapshot"] else None
+            views[ticket] = TicketView(bool(known), memory, snapshot, int(fields["entered:reopened"] or 0))
+        return views
 
     def memory(self, ticket: str) -> TicketMemory:
         raw = self.redis.hmget(self.key(ticket), TicketMemory.FIELDS)
