@@ -148,11 +148,12 @@ class OutboxMailer:
         except ValueError as e:     # a header the email package refuses (a line break in an address, say)
             raise MailError(f"not a valid message: {e}") from e
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(bytes(email))
+        tmp.write_bytes(email)
         os.replace(tmp, path)   # a reader never sees half a file
         return str(path)
 
-    def _compose(self, msg: Message) -> EmailMessage:
+    def _compose(self, msg: Message) -> bytes:
+        """The message as an .eml file's bytes; ValueError for a header the email package refuses."""
         email = EmailMessage()
         email["From"] = self.sender
         email["To"] = ", ".join(msg.to)
@@ -169,8 +170,7 @@ class OutboxMailer:
         email["X-Relance-Effect"] = msg.effect_id
         email.set_content(msg.text)
         email.add_alternative(msg.html, subtype="html")
-        bytes(email)      # serialising is where a bad header shows
-        return email
+        return bytes(email)      # serialising is where a bad header shows: once
 
 
 def make_mailer(settings):
