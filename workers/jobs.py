@@ -24,6 +24,7 @@ from .core.decisions import decide, next_firing, no_longer_fits, plan_effects
 from .core.events import TicketEvent, _person, parse_event
 from .exceptions import JiraError, PayloadError
 from .logs import about
+from .sequencing import wait_for_turn
 from .stores.timers import split_member
 
 log = logging.getLogger("relance.jobs")
@@ -44,6 +45,13 @@ def _time_left() -> float | None:
         return None
     left = (job.started_at + timedelta(seconds=job.timeout) - rq_now()).total_seconds()
     return max(left, 0) + min(1, defaults.HEARTBEAT_GRACE_SECONDS)
+
+
+def _in_turn(key: str) -> None:
+    """Wait until the jobs of ticket ``key`` dequeued before this one in this worker are done
+    (workers/sequencing.py); TicketBusy, which retries the job, if that takes half its time left."""
+    left = _time_left()
+    wait_for_turn(key, None if left is None else left / 2)
 
 
 def generation_of(delivery_id: str) -> str:
@@ -86,6 +94,7 @@ def _process_delivery(delivery_id: str) -> str:
         ctx.deliveries.mark_done(delivery_id, "ignored: no ticket key in the payload, or JIRA does not show it")
         return "ignored: no ticket key"
     with about(ticket=key):
+        _in_turn(key)
         return _apply_delivery(ctx, delivery_id, key, event)
 
 
@@ -238,6 +247,7 @@ def _fire_timer(member: str, generation: str, due: float | None = None) -> str:
     """
     ctx = current()
     rule_name, key = split_member(member)
+    _in_turn(key)
     if ctx.timers.generation(member) != generation:
         ctx.audit.record(key, "timer superseded", rule=rule_name, generation=generation)
         return "superseded"
@@ -299,6 +309,7 @@ def retry_rule(prefix: str, rule_name: str, key: str) -> str:
     ledger; effects already done stay done. The ticket is read from JIRA again (from relance's memory in
     dry run), so the rule acts on the ticket as it is now."""
     with about(ticket=key):
+        _in_turn(key)
         ctx = current()
         rule = ctx.rules.rule(rule_name)
         if rule is None:
