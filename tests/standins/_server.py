@@ -36,11 +36,11 @@ class RateLimit:
     request will fail and return the same or longer Retry-After period"), a scope stays refused until
     the wait it announced is over, counted from when the client gets the answer (`latency` after the
     decision). Counters: `limited` requests refused; `ignored`, those among them that arrived after the
-    client had the 429 (50 ms after it was sent) and before its wait was over: a client that honours
+    client had the 429 (NOTICE_SECONDS after it was sent) and before its wait was over: a client that honours
     Retry-After, and shares it between its workers, sends none.
     """
 
-    NOTICE_SECONDS = 0.05          # from a 429 leaving the server to its client's other workers knowing
+    NOTICE_SECONDS = 0.25          # from a 429 leaving the server to all its client's workers knowing (loaded machine)
 
     def __init__(self, rate: float, burst: int | None = None, latency: float = 0.0):
         if rate <= 0:
