@@ -128,7 +128,7 @@ def test_the_reconcile_interval_is_a_duration_with_a_default_of_an_hour():
 
 def test_worker_threads_and_remote_rates_are_read_and_checked():
     defaults = Settings.from_env({})
-    assert (defaults.worker_threads, defaults.jira_rate, defaults.sendgrid_rate) == (16, 0, 0)
+    assert (defaults.worker_threads, defaults.jira_rate, defaults.sendgrid_rate) == (32, 0, 0)
     chosen = Settings.from_env({"RELANCE_WORKER_THREADS": "32", "RELANCE_JIRA_RATE": "40",
                                 "RELANCE_SENDGRID_RATE": "2.5"})
     assert (chosen.worker_threads, chosen.jira_rate, chosen.sendgrid_rate) == (32, 40.0, 2.5)

@@ -25,8 +25,8 @@ HEARTBEAT_GRACE_SECONDS = 5
 MAINTENANCE_INTERVAL_SECONDS = 15
 WORKER_TTL_SECONDS = 30                 # a worker blocks WORKER_TTL - 15 s per dequeue
 # Jobs one worker process runs at once, each in a thread (docs/performance.md#processing: with JIRA
-# and SendGrid 100 ms away, throughput grows with threads up to about this many on 2 cores).
-WORKER_THREADS = 16
+# and SendGrid 100 ms away, 32 threads did 41 events/s, 16 did 31, an RQ WorkerPool of 16 processes 26).
+WORKER_THREADS = 32
 
 # Timers
 TIMER_POLL_SECONDS = 0.2                # bounds how late a due timer is picked up
