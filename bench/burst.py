@@ -37,7 +37,7 @@ from redis import Redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.remotes import StandIns  # noqa: E402
+from bench.remotes import StandIns, tree_cpu_seconds  # noqa: E402
 from relance.embedded import EmbeddedRedis, free_port  # noqa: E402
 
 TOKEN = "burst-bench-token"
@@ -144,6 +144,10 @@ def main() -> int:
             finished = wait_for_all_mails(standins, redis, args.tickets, args.timeout) - started
             jira, sendgrid = standins.stats("jira"), standins.stats("sendgrid")
             failed = redis.zcard("rq:failed:relance")
+            cpu = {"web (gunicorn)": tree_cpu_seconds(web.pid),
+                   "relance workers": sum(tree_cpu_seconds(p.pid) for p in processes[1:]),
+                   "stand-ins (JIRA + SendGrid)": tree_cpu_seconds(standins.process.pid),
+                   "Redis": tree_cpu_seconds(server.process.pid)}
         finally:
             for process in processes:
                 process.terminate()
@@ -168,6 +172,8 @@ def main() -> int:
     print(f"| SendGrid: answers | {json.dumps(sendgrid['statuses'])}; 429s: {sendgrid['rate_limited']}; sent "
           f"while a reset was not over: {sendgrid['ignored_retry_after']} |")
     print(f"| RQ failed jobs | {failed} |")
+    print(f"| CPU seconds used | {', '.join(f'{k} {v:.0f}' for k, v in cpu.items())} (of {2 * finished:.0f} on "
+          f"2 cores; the rest: other processes on the machine) |")
     ok = good == answered >= args.tickets and by_count == {"1": args.tickets} and failed == 0 and finished <= 300
     print(f"\ngoal (all 2xx, 0 lost, 0 duplicated, done within 5 minutes): **{'met' if ok else 'NOT met'}**")
     return 0 if ok else 1

@@ -212,13 +212,16 @@ def plot(path: str, threads: list[int], pools: list[int], s: dict, latency_ms: f
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    for label, xs, key in ((f"threads in one process", threads, "threads"),
+    for label, xs, key in (("threads in one process", threads, "threads"),
                            ("RQ WorkerPool processes (1 thread each)", pools, "pool")):
         med = [s[key, x]["median"] for x in xs]
         err = [[m - s[key, x]["min"] for m, x in zip(med, xs)], [s[key, x]["max"] - m for m, x in zip(med, xs)]]
         ax.errorbar(xs, med, yerr=err, marker="o", capsize=3, label=label)
     ax.axhline(30, color="grey", linestyle=":", label="goal: 30 events/s")
     ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(set(threads) | set(pools)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("jobs at once (threads, or processes)")
     ax.set_ylabel("feedback-request events / s")
     ax.set_title(f"One worker, JIRA and SendGrid {latency_ms:.0f} ms away (2 cores)")

@@ -50,10 +50,11 @@ class StandIns:
         self.close()
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of process ``pid`` and its descendants, in MB (Linux /proc)."""
+def _processes() -> tuple[dict[int, list[int]], dict[int, tuple[float, float]]]:
+    """{parent pid: [child pids]} and {pid: (resident MB, CPU seconds)} of every process (Linux /proc)."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
+    usage: dict[int, tuple[float, float]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -63,14 +64,29 @@ def tree_rss_mb(pid: int) -> float:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(entry.name))
-        rss[int(entry.name)] = next((int(line.split()[1]) for line in status.splitlines()
-                                     if line.startswith("VmRSS:")), 0)
-    total, todo = 0, [pid]
+        rss = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+        usage[int(entry.name)] = (rss / 1024, (int(fields[11]) + int(fields[12])) / tick)    # utime + stime
+    return children, usage
+
+
+def _tree(pid: int, index: int) -> float:
+    children, usage = _processes()
+    total, todo = 0.0, [pid]
     while todo:
         p = todo.pop()
-        total += rss.get(p, 0)
+        total += usage.get(p, (0.0, 0.0))[index]
         todo.extend(children.get(p, []))
-    return total / 1024
+    return total
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` and its descendants, in MB."""
+    return _tree(pid, 0)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process ``pid`` and its live descendants so far, in seconds."""
+    return _tree(pid, 1)
 
 
 def job_span(redis: Redis, job_ids: list[str]) -> tuple[float, int]:

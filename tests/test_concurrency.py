@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from rq import Retry
+from rq import Retry, Worker
 
 from tests.jira_events import move, webhook_body
 from tests.support import KEY, accept, kinds, sent
@@ -62,8 +62,12 @@ def test_jobs_of_different_tickets_wait_for_jira_at_the_same_time(service, ticke
     release = tickets.hold("/rest/api/2/user", count=3)           # every reporter lookup hangs until released
     for n, key in enumerate(("SUP-1", "SUP-2", "SUP-3")):
         accept(service, move(tickets, key, "Waiting for feedback"), f"d{n}")
-    # Three jobs in flight at once, each waiting for JIRA.
-    while_working(service, lambda: tickets.held.wait_for(lambda held: len(held) == 3, timeout=20), release)
+    def observe():         # three jobs in flight at once, each waiting for JIRA; RQ shows them (rq info)
+        tickets.held.wait_for(lambda held: len(held) == 3, timeout=20)
+        [worker] = Worker.all(queue=service.queue)
+        return worker.get_state(), sorted(e.job_id for e in worker.get_current_executions())
+    state, running_jobs = while_working(service, observe, release)
+    assert state == "busy" and running_jobs == ["delivery-d0", "delivery-d1", "delivery-d2"]
     assert sorted(m["custom_args"]["issue_key"] for m in sent(sendgrid, "feedback_request")) == \
         ["SUP-1", "SUP-2", "SUP-3"]
     assert all(service.queue.fetch_job(f"delivery-d{n}").get_status() == "finished" for n in range(3))

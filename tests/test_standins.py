@@ -660,3 +660,20 @@ def test_stand_ins_answer_as_late_as_asked():
         started = time.monotonic()
         requests.post(f"{sendgrid.url}/v3/mail/send", json={}, timeout=5)
         assert time.monotonic() - started >= 0.3
+
+
+def test_the_stand_ins_run_as_a_process_of_their_own_for_benchmarks():
+    process = subprocess.Popen([sys.executable, "-m", "tests.standins", "--issues", "2", "--jira-rate", "5"],
+                               cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(process.stdout.readline())
+        issue = requests.get(f"{info['jira']}/rest/api/2/issue/SUP-2", auth=(info["jira_email"], info["jira_token"]),
+                             timeout=5).json()
+        assert issue["fields"]["status"]["name"] == "Waiting for feedback"
+        assert issue["fields"]["reporter"]["emailAddress"] == "customer2@customer.example"
+        stats = requests.get(f"{info['jira']}/_standin/stats", timeout=5).json()
+        assert stats == {"statuses": {"200": 1}, "rate_limited": 0, "ignored_retry_after": 0}
+        assert requests.get(f"{info['sendgrid']}/_standin/stats", timeout=5).json()["tickets_by_messages"] == {}
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
