@@ -81,6 +81,19 @@ def test_a_configured_rate_paces_every_worker_together(redis):
     assert moments[-1] - moments[0] >= 23 / 20 * 0.9            # 20 a second, all callers together
 
 
+def test_after_a_429_every_worker_paces_its_calls_slower_than_before_it(redis):
+    budget, other = RemoteBudget(redis, "jira"), RemoteBudget(redis, "jira")
+    for _ in range(20):
+        budget.before_call()                    # unpaced: 20 calls as fast as they come
+    budget.pause(0.1)                           # then a 429
+    moments = []
+    for _ in range(6):
+        other.before_call()
+        moments.append(time.monotonic())
+    gaps = [later - earlier for earlier, later in zip(moments, moments[1:])]
+    assert min(gaps) >= 0.05                    # at most 80% of the 20 a second before the 429: >= 62.5 ms apart
+
+
 @pytest.fixture
 def limited_jira():
     """JIRA allowing 6 requests a second per endpoint (bursts of 6), answering 50 ms late."""
@@ -128,3 +141,14 @@ def test_a_sendgrid_rate_limit_pauses_every_sender(redis):
     assert stats["statuses"]["202"] == 12 and stats["rate_limited"] > 0
     assert stats["ignored_retry_after"] == 0
     assert stats["tickets_by_messages"] == {"1": 12}
+
+
+def test_a_429_after_a_few_calls_pauses_but_sets_no_pace(redis):
+    budget = RemoteBudget(redis, "jira")
+    budget.before_call()
+    budget.pause(0.05)                          # one call, then a 429: about one issue's writes, say
+    moments = []
+    for _ in range(5):
+        budget.before_call()
+        moments.append(time.monotonic())
+    assert moments[-1] - moments[0] < 0.2       # unpaced once the pause is over
