@@ -493,6 +493,7 @@ PREFIXES = [
     ("relance:mail-event:", "SendGrid event marks (dedupe)"), ("relance:failure", "failures"),
     ("relance:replies:", "reply counters"), ("relance:lock:", "transient (locks, claims)"),
     ("relance:reconcile:lock", "transient (locks, claims)"),
+    ("relance:remote:", "transient (locks, claims)"),    # the shared call budget: seconds-long keys
     ("rq:job:", "RQ job records"), ("rq:results:", "RQ job records"), ("rq:finished:", "RQ job records"),
     ("rq:", "RQ queues, registries, workers"),
 ]

@@ -30,7 +30,7 @@ def jira():
     with JiraStandIn() as server:
         server.add_user(account_id="acc-jane", email="jane@customer.example", display_name="Jane Customer")
         server.add_user(account_id="acc-sam", email="sam@support.example", display_name="Sam Support")
-        for key in ("SUP-1", "SUP-2"):
+        for key in ("SUP-1", "SUP-2", "SUP-3"):
             server.add_issue(key, status="In Progress", reporter="acc-jane")
         yield server
 
@@ -163,28 +163,53 @@ def test_feedback_request_auto_close_and_a_reopened_ticket_never_closed(service,
         "auto_closed", "escalation", "feedback_request", "resolved_notice", "resolved_notice"]
 
 
-def test_a_worker_killed_mid_job_is_retried_by_another_and_mails_once(service, jira, sendgrid, redis):
+def wait_finished(redis, job_ids, timeout=10):
+    """Until RQ records each job finished (a job's status has no event to await)."""
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
+    deadline = time.monotonic() + timeout
+    for job_id in job_ids:
+        job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+        while job.get_status() != "finished":
+            assert time.monotonic() < deadline, (job_id, job.get_status())
+            time.sleep(0.05)
+
+
+TICKETS = ("SUP-1", "SUP-2", "SUP-3")
+
+
+def test_a_worker_killed_with_jobs_in_flight_has_them_retried_by_another_each_mailing_once(service, jira, sendgrid,
+                                                                                            redis):
     first = service.start_worker()
-    release = jira.hold("/rest/api/2/user")      # the reporter's email lookup hangs ...
-    assert service.post(move(jira, "SUP-1", "Waiting for feedback"), "w1").status_code == 202
-    jira.held.wait_for(lambda held: held, timeout=20)
+    release = jira.hold("/rest/api/2/user", count=len(TICKETS))     # the reporters' email lookups hang ...
+    for n, key in enumerate(TICKETS):
+        assert service.post(move(jira, key, "Waiting for feedback"), f"w{n}").status_code == 202
+    jira.held.wait_for(lambda held: len(held) == len(TICKETS), timeout=20)     # ... three jobs in flight at once
     killed_at = time.monotonic()
-    service.kill(first)                          # ... and the platform kills the worker mid-job
+    service.kill(first)                          # ... and the platform kills the worker mid-jobs
     release.set()
     service.start_worker()
-    [mail] = sendgrid.wait_for(lambda m: m if m else None, timeout=JOB_TIMEOUT + 30)
+    mails = sendgrid.wait_for(lambda m: m if len(m) == len(TICKETS) else None, timeout=JOB_TIMEOUT + 30)
     recovered_in = time.monotonic() - killed_at
     print(f"recovered {recovered_in:.1f} s after SIGKILL")
     assert recovered_in < JOB_TIMEOUT + 5 + 10, recovered_in   # heartbeat TTL + a few maintenance passes
-    assert mail["categories"] == ["feedback_request"]
-    from rq.job import Job
-    from rq.serializers import JSONSerializer
-    job = Job.fetch("delivery-w1", connection=redis, serializer=JSONSerializer)
-    deadline = time.monotonic() + 10
-    while job.get_status() != "finished":        # the job's status has no event to await
-        assert time.monotonic() < deadline, job.get_status()
-        time.sleep(0.05)
-    assert len(sendgrid.messages) == 1
+    assert sorted(m["custom_args"]["issue_key"] for m in mails) == list(TICKETS)
+    assert {m["categories"][0] for m in mails} == {"feedback_request"}
+    wait_finished(redis, [f"delivery-w{n}" for n in range(len(TICKETS))])
+    assert len(sendgrid.messages) == len(TICKETS)
+
+
+def test_a_stopped_worker_finishes_its_jobs_in_flight_first(service, jira, sendgrid, redis):
+    worker = service.start_worker()
+    release = jira.hold("/rest/api/2/user", count=2)
+    for n, key in enumerate(TICKETS[:2]):
+        assert service.post(move(jira, key, "Waiting for feedback"), f"s{n}").status_code == 202
+    jira.held.wait_for(lambda held: len(held) == 2, timeout=20)
+    os.killpg(worker.pid, signal.SIGTERM)         # a deploy stops the worker (warm shutdown) ...
+    release.set()                                 # ... while its two jobs wait for JIRA
+    assert worker.wait(timeout=30) == 0
+    wait_finished(redis, ["delivery-s0", "delivery-s1"])      # done by this worker, not left to be retried
+    assert sorted(m["custom_args"]["issue_key"] for m in sendgrid.messages) == list(TICKETS[:2])
 
 
 def spawn_procfile_web(env, **kw):

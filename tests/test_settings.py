@@ -124,3 +124,19 @@ def test_the_reconcile_interval_is_a_duration_with_a_default_of_an_hour():
     assert Settings.from_env({"RELANCE_RECONCILE_INTERVAL": "30m"}).reconcile_interval == 1800
     with pytest.raises(ConfigError, match="RELANCE_RECONCILE_INTERVAL"):
         Settings.from_env({"RELANCE_RECONCILE_INTERVAL": "often"})
+
+
+def test_worker_threads_and_remote_rates_are_read_and_checked():
+    defaults = Settings.from_env({})
+    assert (defaults.worker_threads, defaults.jira_rate, defaults.sendgrid_rate) == (32, 0, 0)
+    chosen = Settings.from_env({"RELANCE_WORKER_THREADS": "32", "RELANCE_JIRA_RATE": "40",
+                                "RELANCE_SENDGRID_RATE": "2.5"})
+    assert (chosen.worker_threads, chosen.jira_rate, chosen.sendgrid_rate) == (32, 40.0, 2.5)
+
+
+@pytest.mark.parametrize("name,raw", [("RELANCE_WORKER_THREADS", "0"), ("RELANCE_WORKER_THREADS", "many"),
+                                      ("RELANCE_WORKER_THREADS", "-4"), ("RELANCE_JIRA_RATE", "-1"),
+                                      ("RELANCE_SENDGRID_RATE", "fast"), ("RELANCE_JIRA_RATE", "nan")])
+def test_invalid_worker_threads_or_rates_are_refused_naming_the_variable(name, raw):
+    with pytest.raises(ConfigError, match=f"^{name} must be"):
+        Settings.from_env({name: raw})

@@ -638,3 +638,42 @@ def test_group_members_are_served_in_pages_as_jira_does(jira, api):
     assert (len(second["values"]), second["isLast"]) == (10, True)
     missing = api.get(f"{jira.url}/rest/api/2/group/member", params={"groupname": "nobody"})
     assert missing.status_code == 404
+
+
+def test_jira_rate_limit_refuses_an_endpoint_until_the_wait_it_announced_is_over():
+    with JiraStandIn(rate=2, burst=1) as jira, requests.Session() as api:
+        jira.add_issue("SUP-1")
+        api.auth = (jira.email, jira.api_token)
+        issue = f"{jira.url}/rest/api/2/issue/SUP-1"
+        assert api.get(issue).status_code == 200
+        refused = api.get(issue)
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+        assert refused.headers["RateLimit-Reason"] == "jira-burst-based"
+        assert api.get(f"{jira.url}/rest/api/2/priority").status_code == 200     # each endpoint has its own
+        assert api.get(issue).status_code == 429                                 # still within the wait
+        assert jira.stats()["rate_limited"] == 2 and jira.stats()["statuses"] == {"200": 2, "429": 2}
+
+
+def test_stand_ins_answer_as_late_as_asked():
+    import time
+    with SendGridStandIn(latency_ms=300) as sendgrid:
+        started = time.monotonic()
+        requests.post(f"{sendgrid.url}/v3/mail/send", json={}, timeout=5)
+        assert time.monotonic() - started >= 0.3
+
+
+def test_the_stand_ins_run_as_a_process_of_their_own_for_benchmarks():
+    process = subprocess.Popen([sys.executable, "-m", "tests.standins", "--issues", "2", "--jira-rate", "5"],
+                               cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(process.stdout.readline())
+        issue = requests.get(f"{info['jira']}/rest/api/2/issue/SUP-2", auth=(info["jira_email"], info["jira_token"]),
+                             timeout=5).json()
+        assert issue["fields"]["status"]["name"] == "Waiting for feedback"
+        assert issue["fields"]["reporter"]["emailAddress"] == "customer2@customer.example"
+        stats = requests.get(f"{info['jira']}/_standin/stats", timeout=5).json()
+        assert stats == {"statuses": {"200": 1}, "rate_limited": 0, "ignored_retry_after": 0}
+        assert requests.get(f"{info['sendgrid']}/_standin/stats", timeout=5).json()["tickets_by_messages"] == {}
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0

@@ -11,6 +11,7 @@ from rq import Queue
 from . import defaults
 from .actions import Effects
 from .stores.audit import Audit
+from .stores.budget import RemoteBudget
 from .stores.connection import redis_from_url
 from .stores.deliveries import DeliveryStore
 from .rendering.emails import Renderer
@@ -61,6 +62,11 @@ class Context:
                           metrics=metrics, failures=failures, replies=reply_addresses(settings))
         effects.jira.timing = lambda seconds: metrics.observe("remote", seconds, "jira")
         effects.mailer.timing = lambda seconds: metrics.observe("remote", seconds, "sendgrid")
+        # Every thread of every worker shares one budget per remote (rate, and pauses a 429 asks for).
+        if settings.jira_configured:
+            effects.jira.budget = RemoteBudget(redis, "jira", settings.jira_rate)
+        if settings.sendgrid_configured:
+            effects.mailer.budget = RemoteBudget(redis, "sendgrid", settings.sendgrid_rate)
         return cls(settings, redis, rules, make_queue(redis, settings.queue_name),
                    DeliveryStore(redis, keep=settings.retention), TicketStore(redis, ticket_ttl),
                    TimerStore(redis, lease=settings.job_timeout + defaults.HEARTBEAT_GRACE_SECONDS), audit, effects,

@@ -25,6 +25,7 @@ from .core.events import TicketEvent, _person, parse_event
 from .exceptions import JiraError, PayloadError
 from .logs import about
 from .stores.mail_events import PREFIX as MAIL_PREFIX, MailEventStore
+from .sequencing import wait_for_turn
 from .stores.timers import split_member
 
 log = logging.getLogger("relance.jobs")
@@ -45,6 +46,13 @@ def _time_left() -> float | None:
         return None
     left = (job.started_at + timedelta(seconds=job.timeout) - rq_now()).total_seconds()
     return max(left, 0) + min(1, defaults.HEARTBEAT_GRACE_SECONDS)
+
+
+def _in_turn(key: str) -> None:
+    """Wait until the jobs of ticket ``key`` dequeued before this one in this worker are done
+    (workers/sequencing.py); TicketBusy, which retries the job, if that takes half its time left."""
+    left = _time_left()
+    wait_for_turn(key, None if left is None else left / 2)
 
 
 def generation_of(delivery_id: str) -> str:
@@ -79,6 +87,7 @@ def _process_delivery(delivery_id: str) -> str:
         ctx.deliveries.mark_done(delivery_id, "ignored: no ticket key in the payload, or JIRA does not show it")
         return "ignored: no ticket key"
     with about(ticket=key):
+        _in_turn(key)
         return _apply_delivery(ctx, delivery_id, key, event)
 
 
@@ -237,6 +246,7 @@ def fire_timer(member: str, generation: str, due: float | None = None) -> str:
     retry from the failures): see ``workers.timer_jobs.fire_alone``. Its log lines name the ticket."""
     from .timer_jobs import fire_alone      # it builds on this module's helpers
     with about(ticket=split_member(member)[1]):
+        _in_turn(split_member(member)[1])
         return fire_alone(member, generation, due)
 
 
@@ -252,6 +262,7 @@ def retry_rule(prefix: str, rule_name: str, key: str) -> str:
     ledger; effects already done stay done. The ticket is read from JIRA again (from relance's memory in
     dry run), so the rule acts on the ticket as it is now."""
     with about(ticket=key):
+        _in_turn(key)
         ctx = current()
         rule = ctx.rules.rule(rule_name)
         if rule is None:

@@ -24,7 +24,7 @@ from .core.inbound import (InboundMail, attachments_to_upload, auto_reply_reason
                            parse_inbound, reply_of)
 from .core.replies import ReplyToken, find_reply_address, read_reply_address
 from .exceptions import EffectBusy, InboundError, JiraError, ReplyRefused
-from .jobs import _apply_delivery, _jira_issue, _time_left
+from .jobs import _apply_delivery, _in_turn, _jira_issue, _time_left
 from .logs import about
 from .rendering.markup import wiki_plain
 
@@ -62,6 +62,7 @@ def _process_reply(delivery_id: str) -> str:
         _count(ctx, "refused")
         return f"refused: {e}"
     with about(ticket=token.key):
+        _in_turn(token.key)         # after the jobs of this ticket dequeued before it, in this worker
         return _take_reply(ctx, delivery_id, token, mail)
 
 

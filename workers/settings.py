@@ -108,7 +108,20 @@ def _float(env, name, default):
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
 
 
-def _count(env, name, default):
+def _rate(env, name, default: float) -> float:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1
+    if not value >= 0:
+        raise ConfigError(f"{name} must be a number of requests per second (0: unpaced), got {raw!r}")
+    return value
+
+
+def _count(env, name, default: int) -> int:
     raw = env.get(name)
     if raw is None:
         return default
@@ -170,6 +183,9 @@ class Settings:
     maintenance_interval: float = defaults.MAINTENANCE_INTERVAL_SECONDS
     timer_poll: float = defaults.TIMER_POLL_SECONDS
     timer_job_size: int = defaults.TIMER_JOB_SIZE
+    worker_threads: int = defaults.WORKER_THREADS   # jobs one worker process runs at once
+    jira_rate: float = defaults.JIRA_RATE_PER_SECOND            # 0: unpaced (429s still pause every worker)
+    sendgrid_rate: float = defaults.SENDGRID_RATE_PER_SECOND
     retention: int = defaults.RETENTION_SECONDS
     reconcile_interval: int = defaults.RECONCILE_INTERVAL_SECONDS
     log_format: str = "text"
@@ -258,6 +274,9 @@ class Settings:
             maintenance_interval=_float(env, "RELANCE_MAINTENANCE_INTERVAL", cls.maintenance_interval),
             timer_poll=_float(env, "RELANCE_TIMER_POLL", cls.timer_poll),
             timer_job_size=_count(env, "RELANCE_TIMER_JOB_SIZE", cls.timer_job_size),
+            worker_threads=_count(env, "RELANCE_WORKER_THREADS", cls.worker_threads),
+            jira_rate=_rate(env, "RELANCE_JIRA_RATE", cls.jira_rate),
+            sendgrid_rate=_rate(env, "RELANCE_SENDGRID_RATE", cls.sendgrid_rate),
             retention=_duration(env, "RELANCE_RETENTION", cls.retention),
             reconcile_interval=_duration(env, "RELANCE_RECONCILE_INTERVAL", cls.reconcile_interval),
             log_format=_log_format(get("LOG_FORMAT")),

@@ -8,7 +8,10 @@ HTTP client, its own headers, its own retries), not through mocks.
 from __future__ import annotations
 
 import json
+import math
 import threading
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
 
@@ -24,25 +27,97 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
+class RateLimit:
+    """A rate limit as JIRA Cloud and SendGrid apply one: a token bucket per scope (JIRA: per endpoint and
+    HTTP method), `rate` requests a second with bursts of up to `burst`.
+
+    `check(scope)` is None for a request within the limit, else the whole seconds to wait (at least 1,
+    as JIRA's Retry-After). Like JIRA ("if you reissue the request before the retry period expires, the
+    request will fail and return the same or longer Retry-After period"), a scope stays refused until
+    the wait it announced is over, counted from when the client gets the answer (`latency` after the
+    decision). Counters: `limited` requests refused; `ignored`, those among them that arrived after the
+    client had the 429 (NOTICE_SECONDS after it was sent) and before its wait was over: a client that honours
+    Retry-After, and shares it between its workers, sends none.
+    """
+
+    NOTICE_SECONDS = 0.25          # from a 429 leaving the server to all its client's workers knowing (loaded machine)
+
+    def __init__(self, rate: float, burst: int | None = None, latency: float = 0.0):
+        if rate <= 0:
+            raise ValueError("rate must be positive (requests per second)")
+        self.rate, self.burst, self.latency = rate, burst or max(1, math.ceil(rate)), latency
+        self._lock = threading.Lock()
+        self._scopes: dict[Any, list[float]] = {}        # scope -> [tokens, refilled at, refused until, notice at]
+        self.limited = self.ignored = 0
+
+    def check(self, scope: Any = None) -> int | None:
+        now = time.monotonic()
+        with self._lock:
+            tokens, last, refused_until, notice_at = self._scopes.get(scope) or (self.burst, now, 0.0, 0.0)
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            wait = None
+            if now < refused_until:
+                self.limited += 1
+                self.ignored += now >= notice_at
+                wait = max(1, math.ceil(refused_until - now))
+            elif tokens >= 1:
+                tokens -= 1
+            else:
+                self.limited += 1
+                wait = max(1, math.ceil((1 - tokens) / self.rate))
+                answered = now + self.latency
+                refused_until, notice_at = answered + wait, answered + self.NOTICE_SECONDS
+            self._scopes[scope] = [tokens, now, refused_until, notice_at]
+            return wait
+
+
 class StandInServer:
-    """Runs a WSGI app on 127.0.0.1:<random port> in a daemon thread.
+    """Runs a WSGI app on 127.0.0.1:<random port> (or `port`) in a daemon thread.
 
     `start()` returns the base URL ("http://127.0.0.1:PORT", no trailing slash);
     `stop()` shuts the server down and waits for its thread. Used as a context
     manager, the server is started on entry (the `with` target is the server itself)
-    and stopped on exit.
+    and stopped on exit. With `latency_ms`, every answer leaves that much later, as
+    from a service across the Internet. `stats()` counts answers by status (and what
+    each stand-in adds); with `expose_stats`, GET /_standin/stats answers it as JSON,
+    for a benchmark running the stand-in in another process.
     """
 
-    def __init__(self, app: Callable[..., Any]):
+    def __init__(self, app: Callable[..., Any], latency_ms: float = 0, port: int = 0, expose_stats: bool = False):
         self._app = app
+        self.latency = latency_ms / 1000
+        self.port = port
+        self.expose_stats = expose_stats
+        self.statuses: Counter = Counter()
+        self._counting = threading.Lock()
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self.url: str | None = None
 
+    def stats(self) -> dict[str, Any]:
+        """Answers by HTTP status ({"202": 10000, "429": 3}); stand-ins add their own counts."""
+        return {"statuses": {str(k): v for k, v in sorted(self.statuses.items())}}
+
+    def _serve(self, environ, start_response):
+        if self.expose_stats and environ.get("PATH_INFO") == "/_standin/stats":
+            body = json.dumps(self.stats()).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+
+        def counted(status, headers, exc_info=None):
+            with self._counting:
+                self.statuses[int(status.split(" ", 1)[0])] += 1
+            return start_response(status, headers, exc_info)
+
+        answer = self._app(environ, counted)
+        if self.latency:
+            time.sleep(self.latency)            # the answer is complete: it leaves late
+        return answer
+
     def start(self) -> str:
         """Start serving (idempotent) and return the base URL."""
         if self._server is None:
-            server = make_server("127.0.0.1", 0, self._app, threaded=True, request_handler=_QuietHandler)
+            server = make_server("127.0.0.1", self.port, self._serve, threaded=True, request_handler=_QuietHandler)
             self._server = server
             self.url = f"http://127.0.0.1:{server.server_port}"
             self._thread = threading.Thread(

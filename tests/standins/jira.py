@@ -76,7 +76,7 @@ from typing import Any, Callable, Iterable, Mapping
 from flask import Flask, Response, jsonify, request
 from jsonschema import Draft4Validator
 
-from ._server import Recorder, RecordedRequest, StandInServer, describe_request, record_exchange
+from ._server import RateLimit, Recorder, RecordedRequest, StandInServer, describe_request, record_exchange
 
 CONTRACT_PATH = Path(__file__).resolve().parents[1] / "contracts" / "jira-v2-subset.json"
 CONTRACT: dict[str, Any] = json.loads(CONTRACT_PATH.read_text())
@@ -259,6 +259,13 @@ class JiraStandIn(StandInServer):
     `workflow` ({status: {transition name: target status}}) replaces the default support
     workflow (DEFAULT_WORKFLOW); `status_categories` ({status: "new"|"indeterminate"|
     "done"}) overrides DEFAULT_STATUS_CATEGORIES; other statuses are "indeterminate".
+
+    Like a JIRA Cloud site far away: `latency_ms` delays every answer; `rate` (requests per
+    second, bursts of `burst`) limits each endpoint and HTTP method as JIRA Cloud's burst
+    limits for API-token traffic do (a token bucket per tenant, endpoint and method; the
+    numbers are not published): over it, 429 with Retry-After (whole seconds),
+    X-RateLimit-Reset and RateLimit-Reason: jira-burst-based. `record=False` keeps counts
+    only, not every request (a benchmark's thousands).
     """
 
     def __init__(
@@ -271,6 +278,12 @@ class JiraStandIn(StandInServer):
         admin: bool = True,
         search_api: str | None = None,
         max_attachment_size: int = 10 * 1024 * 1024,
+        latency_ms: float = 0,
+        rate: float | None = None,
+        burst: int | None = None,
+        record: bool = True,
+        port: int = 0,
+        expose_stats: bool = False,
     ):
         if search_api not in (None, "cloud", "datacenter"):
             raise ValueError("search_api is 'cloud' (/rest/api/3/search/jql) or 'datacenter' (/rest/api/2/search)")
@@ -306,7 +319,14 @@ class JiraStandIn(StandInServer):
         self._validators = {
             op: contract_validator(spec["request"]) for op, spec in CONTRACT["operations"].items() if spec["request"]
         }
-        super().__init__(self._build_app())
+        self.record = record
+        self.rate_limit = RateLimit(rate, burst, latency_ms / 1000) if rate else None
+        super().__init__(self._build_app(), latency_ms=latency_ms, port=port, expose_stats=expose_stats)
+
+    def stats(self) -> dict[str, Any]:
+        limit = self.rate_limit
+        return {**super().stats(), "rate_limited": limit.limited if limit else 0,
+                "ignored_retry_after": limit.ignored if limit else 0}
 
     # ------------------------------------------------------------------ test control
 
@@ -664,7 +684,8 @@ class JiraStandIn(StandInServer):
             failure = self._take_failure(request.path, after_serving=True, method=request.method)
             if failure is not None:
                 response = _failure_response(failure)
-            record_exchange(self._recorder, request, response)
+            if self.record:
+                record_exchange(self._recorder, request, response)
             return response
 
         @app.errorhandler(JiraError)
@@ -715,6 +736,11 @@ class JiraStandIn(StandInServer):
         if hold:
             self.held.add(request.path)
             hold[2].wait(timeout=60)
+        if self.rate_limit is not None:
+            scope = (request.method, request.url_rule.rule if request.url_rule else request.path)
+            wait = self.rate_limit.check(scope)
+            if wait is not None:
+                return _failure_response(_Failure(0, 429, wait, None))
         failure = self._take_failure(request.path, after_serving=False, method=request.method)
         if failure is not None:
             return _failure_response(failure)

@@ -25,15 +25,17 @@ import copy
 import json
 import re
 import secrets
+import math
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from flask import Flask, Response, jsonify, request
 from jsonschema import Draft202012Validator
 
-from ._server import Recorder, RecordedRequest, StandInServer, describe_request, record_exchange
+from ._server import RateLimit, Recorder, RecordedRequest, StandInServer, describe_request, record_exchange
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "contracts" / "sendgrid-mail-send.schema.json"
 MAIL_SEND_SCHEMA: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
@@ -247,9 +249,18 @@ class SendGridStandIn(StandInServer):
     Pass the base URL as `host` to sendgrid.SendGridAPIClient. Requests must carry
     "Authorization: Bearer <api_key>"; keys listed in `forbidden_keys` authenticate but
     lack the mail.send scope (403).
+
+    `latency_ms` delays every answer. `rate` (sends per second, bursts of `burst`) is a
+    limit on mail send: over it, 429 with X-RateLimit-Reset, the Unix second from which
+    sending works again (SendGrid publishes no such limit for mail send, only a ceiling of
+    10,000 requests per second; its other v3 endpoints allow 600 a minute). Messages
+    accepted are counted per ticket (custom_args.issue_key) in `accepted_per_ticket`;
+    `record=False` keeps those counts only, not the messages (a benchmark's thousands).
     """
 
-    def __init__(self, api_key: str = "SG.test-key", forbidden_keys: Iterable[str] = ()):
+    def __init__(self, api_key: str = "SG.test-key", forbidden_keys: Iterable[str] = (), latency_ms: float = 0,
+                 rate: float | None = None, burst: int | None = None, record: bool = True, port: int = 0,
+                 expose_stats: bool = False):
         self.api_key = api_key
         self.forbidden_keys = set(forbidden_keys)
         self._lock = threading.Lock()
@@ -258,7 +269,20 @@ class SendGridStandIn(StandInServer):
         self._messages: Recorder[dict[str, Any]] = Recorder(
             "accepted SendGrid messages", lambda m: f"{m.get('subject')!r} to {_recipients(m)}"
         )
-        super().__init__(self._build_app())
+        self.record = record
+        self.rate_limit = RateLimit(rate, burst, latency_ms / 1000) if rate else None
+        self.accepted_per_ticket: Counter = Counter()
+        super().__init__(self._build_app(), latency_ms=latency_ms, port=port, expose_stats=expose_stats)
+
+    def stats(self) -> dict[str, Any]:
+        """Answers by status, 429s of the rate limit (and those sent while a reset announced to the client
+        was not yet over), and how many tickets got how many messages ({"1": 9998, "2": 2})."""
+        limit = self.rate_limit
+        with self._lock:
+            mailed = Counter(self.accepted_per_ticket.values())
+        return {**super().stats(), "rate_limited": limit.limited if limit else 0,
+                "ignored_retry_after": limit.ignored if limit else 0,
+                "tickets_by_messages": {str(k): v for k, v in sorted(mailed.items())}}
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -301,13 +325,18 @@ class SendGridStandIn(StandInServer):
 
         @app.after_request
         def _record(response: Response) -> Response:
-            record_exchange(self._recorder, request, response)
+            if self.record:
+                record_exchange(self._recorder, request, response)
             return response
 
         app.add_url_rule("/v3/mail/send", "mail_send", self._mail_send, methods=["POST"])
         return app
 
     def _mail_send(self) -> Response:
+        if self.rate_limit is not None:
+            wait = self.rate_limit.check()
+            if wait is not None:     # sending works again from this Unix second, as the client sees time
+                return _failure_response(429, wait, reset_at=math.ceil(time.time() + self.latency + wait))
         failure = self._take_failure()
         if failure is not None:
             return _failure_response(*failure)
@@ -330,7 +359,10 @@ class SendGridStandIn(StandInServer):
 
         if mail.get("mail_settings", {}).get("sandbox_mode", {}).get("enable"):
             return Response(status=200)
-        self._messages.add(copy.deepcopy(mail))
+        with self._lock:
+            self.accepted_per_ticket[(mail.get("custom_args") or {}).get("issue_key")] += 1
+        if self.record:
+            self._messages.add(copy.deepcopy(mail))
         return Response(status=202, headers={"X-Message-Id": secrets.token_urlsafe(16)[:22]},
                         mimetype="text/plain")
 
@@ -339,12 +371,12 @@ def _recipients(mail: dict[str, Any]) -> list[str]:
     return [a.get("email") for p in mail.get("personalizations", []) for a in p.get("to", [])]
 
 
-def _failure_response(status: int, reset_in: int) -> Response:
+def _failure_response(status: int, reset_in: int, reset_at: int | None = None) -> Response:
     messages = {400: "Bad Request", 429: "too many requests", 500: "internal server error",
                 503: "service unavailable"}
     response = _errors_response(status, [{"field": None, "message": messages.get(status, "request failed")}])
     if status == 429:
         response.headers["X-RateLimit-Limit"] = "600"
         response.headers["X-RateLimit-Remaining"] = "0"
-        response.headers["X-RateLimit-Reset"] = str(int(time.time()) + reset_in)
+        response.headers["X-RateLimit-Reset"] = str(reset_at or int(time.time()) + reset_in)
     return response

@@ -12,11 +12,11 @@ from urllib3.exceptions import NewConnectionError
 from .. import defaults
 from ..core.events import ISSUE_ID, ISSUE_KEY
 from ..exceptions import JiraError, TransientError, TransitionUnavailable
+from ..stores.budget import inline_retries
 
 log = logging.getLogger("relance.jira")
 
 INLINE_RETRY_AFTER_SECONDS = defaults.INLINE_RETRY_AFTER_SECONDS
-INLINE_RETRIES = defaults.INLINE_RETRIES
 
 
 def _retry_after(response) -> float | None:
@@ -59,17 +59,25 @@ class JiraClient:
     A request is repeated in place only when JIRA surely did not act on it: a 429
     whose Retry-After is short, or a connection that was never made. After a 5xx
     or a lost answer the job fails instead, and its retry re-reads JIRA first.
+    With a ``budget`` (workers/stores/budget.py), each call waits for its turn in
+    the budget all workers share, and a 429's (or 503's) Retry-After pauses them all.
     """
 
     dry_run = False
     timing = None               # called with each call's seconds (the metrics' relance_remote_seconds)
+    budget = None               # a RemoteBudget shared by every worker, set by the worker's context
 
     def __init__(self, base_url: str, email: str | None = None, api_token: str | None = None,
-                 pat: str | None = None, timeout: float = defaults.HTTP_TIMEOUT_SECONDS):
+                 pat: str | None = None, timeout: float = defaults.HTTP_TIMEOUT_SECONDS,
+                 pool_size: int = defaults.WORKER_THREADS):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
         self.session.headers.update({"Accept": "application/json", "User-Agent": "relance"})
+        # One kept-alive connection per worker thread (requests keeps 10 per host by default).
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
         self.cloud = not pat          # a PAT is Data Center's; Cloud takes an email and an API token
         if pat:
             self.session.headers["Authorization"] = f"Bearer {pat}"
@@ -85,12 +93,15 @@ class JiraClient:
 
     def _send(self, method: str, url: str, path: str, **kw):
         """One request to ``url`` (``path`` names it in messages), with _call's retries and errors."""
-        for attempt in range(INLINE_RETRIES + 1):
+        retries = inline_retries(self.budget)
+        for attempt in range(retries + 1):
+            if self.budget is not None:
+                self.budget.before_call()
             started = time.perf_counter()
             try:
                 response = self.session.request(method, url, timeout=self.timeout, **kw)
             except requests.RequestException as e:
-                if _not_sent(e) and attempt < INLINE_RETRIES:
+                if _not_sent(e) and attempt < defaults.INLINE_RETRIES:
                     log.warning("JIRA unreachable for %s %s (%s); trying again", method, path, e.__class__.__name__)
                     time.sleep(0.5 * (attempt + 1))
                     continue
@@ -99,11 +110,14 @@ class JiraClient:
                 self.timing(time.perf_counter() - started)
             if response.status_code == 429 or response.status_code >= 500:
                 wait = _retry_after(response)
+                if self.budget is not None and wait is not None and response.status_code in (429, 503):
+                    self.budget.pause(wait)             # every worker waits, not only this call
                 if response.status_code == 429 and wait is not None and wait <= INLINE_RETRY_AFTER_SECONDS \
-                        and attempt < INLINE_RETRIES:
+                        and attempt < retries:
                     log.warning("JIRA answered %s to %s %s; waiting %ss as asked", response.status_code,
                                 method, path, wait)
-                    time.sleep(wait)
+                    if self.budget is None:
+                        time.sleep(wait)                # else the budget waits, before the next call
                     continue
                 raise TransientError(f"JIRA {method} {path}: {response.status_code} {_messages(response)}",
                                      retry_after=wait)
@@ -337,4 +351,5 @@ class DryRunJira:
 def make_jira(settings):
     if not settings.jira_configured:
         return DryRunJira()
-    return JiraClient(settings.jira_base_url, settings.jira_user_email, settings.reveal("jira_api_token"), settings.reveal("jira_pat"))
+    return JiraClient(settings.jira_base_url, settings.jira_user_email, settings.reveal("jira_api_token"),
+                      settings.reveal("jira_pat"), pool_size=settings.worker_threads)

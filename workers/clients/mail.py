@@ -17,11 +17,11 @@ from sendgrid.helpers.mail import Category, CustomArg, From, Header, Mail, Reply
 
 from .. import defaults
 from ..exceptions import MailError, TransientError
+from ..stores.budget import inline_retries
 
 log = logging.getLogger("relance.mail")
 
 INLINE_RETRY_AFTER_SECONDS = defaults.INLINE_RETRY_AFTER_SECONDS
-INLINE_RETRIES = defaults.INLINE_RETRIES
 
 # Carried by every email relance sends. Auto-Submitted (RFC 3834 section 5) says a program wrote it, so
 # that out-of-office and other automatic replies are not sent back to it. Exchange and Outlook also honour
@@ -55,9 +55,11 @@ class Message:
 
 class SendGridMailer:
     """POST /v3/mail/send. 429/5xx raise TransientError (retry later, honouring X-RateLimit-Reset);
-    400/401/403 raise MailError (no retry)."""
+    400/401/403 raise MailError (no retry). With a ``budget`` (workers/stores/budget.py), each send
+    waits for its turn in the budget all workers share, and a 429's reset pauses them all."""
 
     timing = None           # called with each send's seconds (the metrics' relance_remote_seconds)
+    budget = None           # a RemoteBudget shared by every worker, set by the worker's context
 
     def __init__(self, api_key: str, host: str, sender: str, reply_to: str | None = None,
                  timeout: float = defaults.HTTP_TIMEOUT_SECONDS):
@@ -87,7 +89,10 @@ class SendGridMailer:
         """Send once; return SendGrid's X-Message-Id. A rate-limit reset up to
         INLINE_RETRY_AFTER_SECONDS away is waited out here, a later one left to RQ's retry."""
         mail = self.build(msg)
-        for attempt in range(INLINE_RETRIES + 1):
+        retries = inline_retries(self.budget)
+        for attempt in range(retries + 1):
+            if self.budget is not None:
+                self.budget.before_call()
             started = time.perf_counter()
             try:
                 response = self.client.send(mail)
@@ -101,11 +106,14 @@ class SendGridMailer:
                     raise MailError(f"SendGrid refused the message ({e.status_code}): {body[:300]}",
                                     e.status_code) from e
                 wait = _reset_in(e.headers)
+                if self.budget is not None and e.status_code == 429 and wait is not None:
+                    self.budget.pause(wait)             # every worker waits, not only this send
                 # Only a 429 is repeated in place: after a 5xx SendGrid may have taken the mail.
                 if e.status_code == 429 and wait is not None and wait <= INLINE_RETRY_AFTER_SECONDS \
-                        and attempt < INLINE_RETRIES:
+                        and attempt < retries:
                     log.warning("SendGrid answered %s; waiting %.1fs for its rate limit to reset", e.status_code, wait)
-                    time.sleep(wait)
+                    if self.budget is None:
+                        time.sleep(wait)                # else the budget waits, before the next send
                     continue
                 raise TransientError(f"SendGrid {e.status_code}: {body[:300]}", retry_after=wait) from e
             except (URLError, OSError) as e:
