@@ -170,3 +170,15 @@ def test_in_dry_run_the_reply_moves_the_ticket_in_relances_memory(dry, jira):
     assert comment and comment[0]["detail"] == "dry run: would comment"
     [fired] = [e for e in timeline(dry, "effect done") if e.get("rule") == "customer-answered"]
     assert "dry run: would move" in fired["detail"]
+
+
+def test_a_reply_longer_than_a_jira_comment_is_cut_and_attached_whole(service, jira, sendgrid):
+    address = waiting_for_feedback(service, jira, sendgrid)
+    log = "\n".join(f"2026-11-28 10:{i // 60:02d}:{i % 60:02d} ERROR export failed at row {i}" for i in range(1200))
+    reply(service, inbound_post(to=address, sender=JANE, text=f"Here is the whole log:\n\n{log}\n"))
+    [comment] = comments(jira)                       # JIRA refuses a comment over 32,767 characters
+    assert len(comment["body"]) <= 32_767
+    assert "ERROR export failed at row 0" in comment["body"] and "[^reply.txt]" in comment["body"]
+    [whole] = jira.attachments(KEY)
+    assert whole["filename"] == "reply.txt" and b"row 1199" in whole["data"]
+    assert jira.issue(KEY)["fields"]["status"]["name"] == "Open"

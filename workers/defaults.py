@@ -76,6 +76,9 @@ SENDGRID_RATE_PER_SECOND = 0.0
 # Email both ways (docs/email.md)
 REPLY_TOKEN_DAYS = 180                  # a reply address works this long after its email was sent
 INBOUND_MAX_BODY_BYTES = 32 * 1024 * 1024   # Inbound Parse posts reach 30 MB
+# A reply longer than this is cut in its comment, its whole text attached (JIRA's limit: 32,767 characters,
+# with room left for the comment's header and the links to the attachments).
+REPLY_COMMENT_MAX_CHARS = 30_000
 REPLY_FLOOD_PER_HOUR = 20               # replies taken from one sender per hour; more are refused
 MAIL_EVENT_TTL_SECONDS = 7 * 24 * 3600  # how long an Event Webhook sg_event_id is remembered for dedupe
 # A signed SendGrid post older than this is refused as a replay: SendGrid retries for up to 3 days

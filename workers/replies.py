@@ -20,7 +20,7 @@ from . import defaults
 from .actions import Ticket
 from .context import Context, current
 from .core.events import Comment, Person, TicketEvent
-from .core.inbound import (InboundMail, attachments_to_upload, auto_reply_reason, authentication_problem,
+from .core.inbound import (Attachment, InboundMail, attachments_to_upload, auto_reply_reason, authentication_problem,
                            parse_inbound, reply_of)
 from .core.replies import ReplyToken, find_reply_address, read_reply_address
 from .exceptions import EffectBusy, InboundError, JiraError, ReplyRefused
@@ -138,6 +138,9 @@ def _take_reply(ctx: Context, delivery_id: str, token: ReplyToken, mail: Inbound
                                     for x in (author.locale, locale, "en") if x))
     words = reply_of(mail, languages)
     files = attachments_to_upload(mail, words)
+    words, whole = _fitting(words, mail, {a.filename.lower() for a in files})
+    if whole is not None:
+        files = (*files, whole)
     ctx.audit.record(key, "reply received", delivery=delivery_id, sender=mail.sender, subject=mail.subject,
                      attachments=len(files))
     names = _upload(ctx, delivery_id, key, files)
@@ -145,6 +148,7 @@ def _take_reply(ctx: Context, delivery_id: str, token: ReplyToken, mail: Inbound
     body = ctx.effects.renderer.render_text("jira", "email_reply", locale, {
         "author_name": author.display_name or mail.sender_name or mail.sender, "sender": mail.sender,
         "received": received, "reply": words, "attachment_links": [_link(n) for n in names], "subject": mail.subject,
+        "whole_reply": whole.filename if whole is not None else None,
     }, time_zone)
     comment_id = _post_comment(ctx, delivery_id, key, body)
     if issue is not None and comment_id:
@@ -157,6 +161,17 @@ def _take_reply(ctx: Context, delivery_id: str, token: ReplyToken, mail: Inbound
                                       via_email=True))
     _count(ctx, "posted")
     return _apply_delivery(ctx, delivery_id, key, event, issue)
+
+
+def _fitting(words: str, mail: InboundMail, taken: set[str]) -> tuple[str, Attachment | None]:
+    """The reply cut to what a JIRA comment holds (JIRA refuses a comment over 32,767 characters),
+    and then the whole mail's text as a file to attach beside it; else the reply as it is, and None."""
+    if len(words) <= defaults.REPLY_COMMENT_MAX_CHARS:
+        return words, None
+    cut = words[:defaults.REPLY_COMMENT_MAX_CHARS].rsplit("\n", 1)[0]
+    name = next(n for n in ("reply.txt", *(f"reply ({i}).txt" for i in range(2, 100))) if n not in taken)
+    text = mail.text or words
+    return cut + "\n\n(…)", Attachment(name, "text/plain", text.encode("utf-8"))
 
 
 def _link(filename: str) -> str:

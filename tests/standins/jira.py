@@ -171,6 +171,9 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+
+MAX_COMMENT_CHARS = 32_767        # JIRA's default limit on a text field (a comment's body)
+
 class JiraError(Exception):
     """An error JIRA would answer: `status` with {"errorMessages": [...], "errors": {...}}."""
 
@@ -913,6 +916,9 @@ class JiraStandIn(StandInServer):
             text = body.get("body")
             if not isinstance(text, str) or not text.strip():
                 raise JiraError(400, errors={"comment": "Comment body can not be empty!"})
+            if len(text) > MAX_COMMENT_CHARS:       # JIRA's jira.text.field.character.limit
+                raise JiraError(400, errors={"comment": "The entered text is too long. It exceeds the allowed "
+                                                        f"limit of {MAX_COMMENT_CHARS:,} characters."})
             comment = self._append_comment(issue, text, self._me, _now(), body.get("visibility"))
             issue["updated"] = comment["created"]
             return jsonify(self._comment_json(issue, comment)), 201

@@ -60,7 +60,7 @@ def sample_ticket(now: datetime | None = None, since: timedelta = timedelta(days
 def _reply_sample() -> dict:
     """What templates/jira/*/email_reply.txt gets (workers/replies.py): a customer's reply by email."""
     return {"author_name": "Claire Client", "sender": "claire@client.example", "subject": "Re: SUP-42",
-            "received": datetime.now(timezone.utc), "attachment_links": ["[^screenshot.png]"],
+            "received": datetime.now(timezone.utc), "attachment_links": ["[^screenshot.png]"], "whole_reply": None,
             "reply": "Still failing after the upgrade, see the screenshot."}
 
 
