@@ -182,3 +182,19 @@ def test_a_reply_longer_than_a_jira_comment_is_cut_and_attached_whole(service, j
     [whole] = jira.attachments(KEY)
     assert whole["filename"] == "reply.txt" and b"row 1199" in whole["data"]
     assert jira.issue(KEY)["fields"]["status"]["name"] == "Open"
+
+
+def test_a_reply_jira_keeps_refusing_is_kept_as_a_failure_of_its_ticket_and_retried(service, jira, sendgrid):
+    from rq import Retry
+    address = waiting_for_feedback(service, jira, sendgrid)
+    jira.fail_next(2, status=503, retry_after=None, path_contains="/issue/SUP-1/comment", method="POST")
+    service.deliveries.put_post("mail-1", *french_reply(to=address, sender=JANE))
+    enqueue_call(service.queue, "workers.replies.process_reply", "reply-mail-1", ("mail-1",), 30,
+                 retry=Retry(max=1, interval=[0]))
+    run_worker(service, burst=True)
+    [failure] = service.failures.list()
+    assert failure.kind == "reply" and failure.ticket == KEY
+    assert comments(jira) == []
+    service.failures.retry(failure.job_id, service.queue)        # JIRA answers again: relance retry
+    run_worker(service, burst=True)
+    assert len(comments(jira)) == 1 and jira.issue(KEY)["fields"]["status"]["name"] == "Open"

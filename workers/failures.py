@@ -29,6 +29,7 @@ TIMER_FUNC = "workers.jobs.fire_timer"
 TIMERS_FUNC = "workers.timer_jobs.fire_timers"   # a pump's firing job: its timers come due again on their own
 RULE_FUNC = "workers.jobs.retry_rule"         # a rule one of whose effects JIRA or the mail provider refused
 MAIL_EVENTS_FUNC = "workers.mail_events.process_mail_events"   # a batch of SendGrid's Event Webhook
+REPLY_FUNC = "workers.replies.process_reply"   # a customer's reply by email (Inbound Parse)
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class Failure:
     @property
     def kind(self) -> str:
         return {DELIVERY_FUNC: "delivery", TIMER_FUNC: "timer", RULE_FUNC: "effect",
-                MAIL_EVENTS_FUNC: "events"}.get(self.func, self.func)
+                MAIL_EVENTS_FUNC: "events", REPLY_FUNC: "reply"}.get(self.func, self.func)
 
 
 class FailureStore:
@@ -135,12 +136,18 @@ def on_job_failure(job, connection, exc_type, exc_value, traceback) -> None:
             ticket = event.issue_key if event else None
         except Exception:       # an unreadable body has no ticket to name; the failure is still kept
             ticket = None
+    elif job.func_name == REPLY_FUNC and args:
+        from .replies import ticket_of_post
+        try:
+            ticket = ticket_of_post(ctx, args[0])
+        except Exception:       # a post that cannot be read names no ticket; the failure is still kept
+            ticket = None
     attempts = int((job.meta or {}).get("retries", defaults.JOB_RETRIES)) + 1 - (job.retries_left or 0)
     if not final:
         ctx.audit.record(ticket, "attempt failed", job=job.id, reason=reason, retries_left=job.retries_left)
         return
     ctx.failures.record(job.id, job.func_name, args, ticket, reason, attempts)
-    if job.func_name in (DELIVERY_FUNC, MAIL_EVENTS_FUNC) and args:
+    if job.func_name in (DELIVERY_FUNC, MAIL_EVENTS_FUNC, REPLY_FUNC) and args:
         ctx.deliveries.keep_for_retry(args[0])
     elif job.func_name == TIMER_FUNC and len(args) >= 2:
         ctx.timers.park(args[0], args[1], time.time() + ctx.failures.ttl)

@@ -66,6 +66,13 @@ def _process_reply(delivery_id: str) -> str:
         return _take_reply(ctx, delivery_id, token, mail)
 
 
+def ticket_of_post(ctx: Context, delivery_id: str) -> str | None:
+    """The ticket a stored reply is for (its signed reply address), or None if the post is gone.
+    Raises InboundError or ReplyRefused for a post that names none."""
+    stored = ctx.deliveries.post(delivery_id)
+    return _token(ctx, parse_inbound(*stored)).key if stored else None
+
+
 def _token(ctx: Context, mail: InboundMail) -> ReplyToken:
     settings = ctx.settings
     address = find_reply_address((*mail.envelope_to, *mail.to, *mail.cc), settings.reply_domain or "")
