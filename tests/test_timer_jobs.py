@@ -66,7 +66,9 @@ def test_a_timer_in_two_firing_jobs_acts_once(dry_run, jira, settings):
     enqueue_timers(dry_run.queue, [claimed])
     enqueue_timers(dry_run.queue, [claimed])                # say, claimed again after its lease ran out
     run_worker(dry_run, burst=True)
-    assert firing_results(dry_run) == ["1 fired", "1 superseded"]
+    # The worker's threads may run both jobs at once: the second then finds the ticket locked and
+    # hands the timer to a job of its own, which finds it superseded. Either way it acts once.
+    assert firing_results(dry_run) in (["1 fired", "1 superseded"], ["1 fired", "1 handed off"])
     assert kinds(dry_run).count("timer fired") == 1
     assert len(list(settings.outbox_dir.glob("timer-*auto-close*.eml"))) == 1
 
