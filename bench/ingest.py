@@ -1,9 +1,10 @@
 """Webhook ingest: relance's POST /webhooks/jira against a bare Flask endpoint answering 202. Prints Markdown.
 
     .venv/bin/python bench/ingest.py [--seconds 10] [--repeat 3] [--rate-seconds 10] [--rate N] [--workers 2]
+                                     [--threads N]
 
 Three apps run under gunicorn with the same settings (``--workers 2``, the Procfile's default;
-sync workers, no access log), against a Redis this script starts, on the same machine as the
+sync workers, or ``--threads N`` gthread workers for all three; no access log), against a Redis this script starts, on the same machine as the
 load generator: relance, a bare Flask endpoint answering 202, and that endpoint storing the
 body first (one Redis SET, the least any endpoint keeping a delivery before its 202 can cost;
 bench/baseline_app.py).
@@ -53,12 +54,13 @@ APPS = {"bare Flask": "bench.baseline_app:app", "bare Flask + Redis SET": "bench
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def serve(app: str, env: dict, workers: int = WEB_WORKERS) -> tuple[subprocess.Popen, str]:
-    """``app`` under gunicorn (``workers`` sync workers) on a free port, once it answers."""
+def serve(app: str, env: dict, workers: int = WEB_WORKERS, threads: int = 1) -> tuple[subprocess.Popen, str]:
+    """``app`` under gunicorn (``workers`` sync workers, or gthread workers of ``threads`` threads each
+    when ``threads`` > 1) on a free port, once it answers."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers",
-                             str(workers), app], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                             str(workers), "--threads", str(threads), app], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -203,10 +205,10 @@ def _add(total: dict, more: dict) -> dict:
 
 
 def measure(redis_url: str, redis_pid: int, seconds: int, repeat: int, rate_seconds: int,
-            rate: float | None = None, workers: int = WEB_WORKERS) -> dict:
+            rate: float | None = None, workers: int = WEB_WORKERS, threads: int = 1) -> dict:
     env = {**os.environ, "REDIS_URL": redis_url}
     redis = Redis.from_url(redis_url)
-    servers = {name: serve(app, env, workers) for name, app in APPS.items()}
+    servers = {name: serve(app, env, workers, threads) for name, app in APPS.items()}
     runs, stats = {name: [] for name in APPS}, {}
     try:
         for name, (proc, url) in servers.items():
@@ -235,6 +237,7 @@ def measure(redis_url: str, redis_pid: int, seconds: int, repeat: int, rate_seco
             proc.terminate()
             proc.wait()
     return {"runs": runs, "latency": latency, "monitored": monitored, "queued": queued, "workers": workers,
+            "threads": threads,
             "relance_requests": relance_requests, "commandstats": stats}
 
 
@@ -243,8 +246,9 @@ def report(m: dict, seconds: int) -> str:
     load = os.getloadavg()[0]
     lines.append(f"## Ingest ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
                  f"load average {load:.1f} at the end)\n")
+    kind = f"--threads {m['threads']} (gthread)" if m["threads"] > 1 else "(sync)"
     lines.append(f"Saturation: wrk -t2 -c32 -d{seconds}s, 11 KB body, fresh delivery ids; gunicorn --workers "
-                 f"{m['workers']} (sync), the apps taking turns\n")
+                 f"{m['workers']} {kind}, the apps taking turns\n")
     names = list(runs)
     lines.append("| run | " + " | ".join(f"{n} req/s (p50, p99)" for n in names) + " | relance / bare |")
     lines.append("| --- " * (len(names) + 2) + "|")
@@ -294,10 +298,12 @@ def main() -> int:
     parser.add_argument("--rate", type=float, help="requests/s of the fixed-rate runs (default: half the bare "
                         "endpoint's median saturation rate, then half relance's)")
     parser.add_argument("--workers", type=int, default=WEB_WORKERS, help="gunicorn workers of every app")
+    parser.add_argument("--threads", type=int, default=1, help="threads of each gunicorn worker, every app "
+                        "(> 1: gunicorn's gthread worker)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis", persist=False) as redis:
         m = measure(redis.url, redis.process.pid, args.seconds, args.repeat, args.rate_seconds, args.rate,
-                    args.workers)
+                    args.workers, args.threads)
     print(report(m, args.seconds))
     return 0
 
