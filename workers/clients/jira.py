@@ -12,7 +12,7 @@ from urllib3.exceptions import NewConnectionError
 from .. import defaults
 from ..core.events import ISSUE_ID, ISSUE_KEY
 from ..exceptions import JiraError, TransientError, TransitionUnavailable
-from ..stores.budget import inline_retries
+from ..stores.budget import attempts
 
 log = logging.getLogger("relance.jira")
 
@@ -93,10 +93,7 @@ class JiraClient:
 
     def _send(self, method: str, url: str, path: str, **kw):
         """One request to ``url`` (``path`` names it in messages), with _call's retries and errors."""
-        retries = inline_retries(self.budget)
-        for attempt in range(retries + 1):
-            if self.budget is not None:
-                self.budget.before_call()
+        for attempt, last in attempts(self.budget):
             started = time.perf_counter()
             try:
                 response = self.session.request(method, url, timeout=self.timeout, **kw)
@@ -113,7 +110,7 @@ class JiraClient:
                 if self.budget is not None and wait is not None and response.status_code in (429, 503):
                     self.budget.pause(wait)             # every worker waits, not only this call
                 if response.status_code == 429 and wait is not None and wait <= INLINE_RETRY_AFTER_SECONDS \
-                        and attempt < retries:
+                        and not last:
                     log.warning("JIRA answered %s to %s %s; waiting %ss as asked", response.status_code,
                                 method, path, wait)
                     if self.budget is None:

@@ -17,7 +17,7 @@ from sendgrid.helpers.mail import Category, CustomArg, From, Header, Mail, Reply
 
 from .. import defaults
 from ..exceptions import MailError, TransientError
-from ..stores.budget import inline_retries
+from ..stores.budget import attempts
 
 log = logging.getLogger("relance.mail")
 
@@ -89,10 +89,7 @@ class SendGridMailer:
         """Send once; return SendGrid's X-Message-Id. A rate-limit reset up to
         INLINE_RETRY_AFTER_SECONDS away is waited out here, a later one left to RQ's retry."""
         mail = self.build(msg)
-        retries = inline_retries(self.budget)
-        for attempt in range(retries + 1):
-            if self.budget is not None:
-                self.budget.before_call()
+        for _, last in attempts(self.budget):
             started = time.perf_counter()
             try:
                 response = self.client.send(mail)
@@ -110,7 +107,7 @@ class SendGridMailer:
                     self.budget.pause(wait)             # every worker waits, not only this send
                 # Only a 429 is repeated in place: after a 5xx SendGrid may have taken the mail.
                 if e.status_code == 429 and wait is not None and wait <= INLINE_RETRY_AFTER_SECONDS \
-                        and attempt < retries:
+                        and not last:
                     log.warning("SendGrid answered %s; waiting %.1fs for its rate limit to reset", e.status_code, wait)
                     if self.budget is None:
                         time.sleep(wait)                # else the budget waits, before the next send

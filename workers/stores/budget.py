@@ -88,6 +88,16 @@ def inline_retries(budget: "RemoteBudget | None") -> int:
     return defaults.INLINE_RETRIES if budget is None else defaults.INLINE_RETRIES_WITH_BUDGET
 
 
+def attempts(budget: "RemoteBudget | None"):
+    """The attempts of one remote call with its inline retries, as (number, last): each is yielded
+    once the shared budget lets a call go (the pauses and pace of every worker)."""
+    retries = inline_retries(budget)
+    for attempt in range(retries + 1):
+        if budget is not None:
+            budget.before_call()
+        yield attempt, attempt == retries
+
+
 def _sleep(seconds: float) -> None:
     """Sleep in short steps, so a job's timeout (an exception raised in its thread) lands on time."""
     deadline = time.monotonic() + seconds
