@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 
 from workers.context import Context
 from workers.stores.queue import make_queue
@@ -54,3 +55,26 @@ def test_maintenance_passes_log_at_debug_not_info(settings, redis):
     finally:
         rq_log.removeHandler(records)
         rq_log.setLevel(level)
+
+
+def test_leaving_the_command_channel_ends_promptly_even_when_the_pubsub_thread_reads_the_reply_first(settings,
+                                                                                                      redis):
+    """RQ's worker leaves its command channel (at the end of a burst run, or a warm shutdown),
+    then stops the thread listening on it. Had that thread read the UNSUBSCRIBE reply first, it
+    would wait RQ's 60 s for a new subscription, and redis-py >= 8.2 joins it with no timeout:
+    the worker hung a minute. Here the thread always reads the reply first."""
+    worker = make_worker(Context.build(settings, redis))
+    worker.subscribe()
+    thread, unsubscribe = worker.pubsub_thread, worker.pubsub.unsubscribe
+
+    def unsubscribe_then_let_the_thread_read_the_reply(*args, **kwargs):
+        sent = unsubscribe(*args, **kwargs)
+        thread.join(timeout=3)          # it ends here only if it was told to stop first
+        return sent
+    worker.pubsub.unsubscribe = unsubscribe_then_let_the_thread_read_the_reply
+
+    leaving = threading.Thread(target=worker.unsubscribe, daemon=True)
+    leaving.start()
+    leaving.join(timeout=20)
+    assert not leaving.is_alive(), "the worker hung leaving its command channel"
+    assert not thread.is_alive()

@@ -24,6 +24,7 @@ RESULT_TTL_SECONDS = 3600
 HEARTBEAT_GRACE_SECONDS = 5
 MAINTENANCE_INTERVAL_SECONDS = 15
 WORKER_TTL_SECONDS = 30                 # a worker blocks WORKER_TTL - 15 s per dequeue
+PUBSUB_STOP_SECONDS = 5                 # at most this long for RQ's command-channel thread to end at shutdown
 # Jobs one worker process runs at once, each in a thread (docs/performance.md#processing: with JIRA
 # and SendGrid 100 ms away, 32 threads did 41 events/s, 16 did 31, an RQ WorkerPool of 16 processes 26).
 WORKER_THREADS = 32
