@@ -192,6 +192,20 @@ def client_commands(redis_url: str, url: str, deliveries: int = 100) -> dict:
     return {name: n / deliveries for name, n in counts.items()}
 
 
+def round_trips(redis_url: str, url: str, deliveries: int = 100) -> tuple[float, float]:
+    """Reads and writes of client sockets Redis made per delivery while ``deliveries`` fresh ones were
+    posted one after the other (INFO's own left out): 1 and 1 for one round trip each."""
+    redis, body = Redis.from_url(redis_url), BODY.read_bytes()
+    before = redis.info("stats")
+    for i in range(deliveries):
+        response = requests.post(f"{url}/webhooks/jira", data=body, timeout=10,
+                                 headers={"X-Atlassian-Webhook-Identifier": f"round-trip-{time.time_ns()}-{i}"})
+        assert response.status_code == 202, response.text
+    after = redis.info("stats")
+    return tuple((after[f"total_{x}_processed"] - before[f"total_{x}_processed"] - 1) / deliveries
+                 for x in ("reads", "writes"))
+
+
 def commandstats(redis: Redis) -> dict:
     return {k.removeprefix("cmdstat_"): (v["calls"], v["usec"]) for k, v in redis.info("commandstats").items()}
 
@@ -231,12 +245,13 @@ def measure(redis_url: str, redis_pid: int, seconds: int, repeat: int, rate_seco
         latency = {label: {name: fixed_rate(url, r, rate_seconds, f"fixed-{time.time_ns()}")
                            for name, (proc, url) in servers.items()} for label, r in rates.items()}
         monitored = client_commands(redis_url, servers["relance"][1])
+        trips = round_trips(redis_url, servers["relance"][1])
         queued = redis.llen("rq:queue:relance")
     finally:
         for proc, _ in servers.values():
             proc.terminate()
             proc.wait()
-    return {"runs": runs, "latency": latency, "monitored": monitored, "queued": queued, "workers": workers,
+    return {"runs": runs, "latency": latency, "monitored": monitored, "round_trips": trips, "queued": queued, "workers": workers,
             "threads": threads,
             "relance_requests": relance_requests, "commandstats": stats}
 
@@ -278,7 +293,9 @@ def report(m: dict, seconds: int) -> str:
     calls = ", ".join(f"{k.upper()} {c / n:.2f}" for k, (c, _) in sorted(stats.items(), key=lambda kv: -kv[1][0]))
     usec = sum(u for k, (_, u) in stats.items() if k.upper() in m["monitored"]) / n    # scripts' included once
     sent = ", ".join(f"{k} {v:.2f}" for k, v in sorted(m["monitored"].items()))
-    lines.append(f"Redis per accepted delivery: commands sent by the web (MONITOR, 100 deliveries): **{sent}**; "
+    lines.append(f"Redis per accepted delivery: commands sent by the web (MONITOR, 100 deliveries): **{sent}**, "
+                 f"in **{m['round_trips'][0]:.2f}** read and **{m['round_trips'][1]:.2f}** write of Redis (INFO stats, "
+                 "100 more: one round trip); "
                  f"commands run (INFO commandstats, {n} deliveries, scripts' commands included): {calls}; "
                  f"{usec:.0f} µs of Redis time (commandstats). Queued jobs: {m['queued']} for {n} relance "
                  "requests counted by wrk (plus the fixed-rate and monitored ones, and any wrk cut off at its end).\n")

@@ -100,11 +100,12 @@ def test_a_redelivery_whose_job_is_missing_is_queued_again(redis, intake):
     assert intake.queue.job_ids == ["delivery-d-1"]
 
 
-def test_a_new_delivery_whose_job_outlived_its_body_is_answered_queued_and_not_queued_twice(redis, intake):
+def test_a_new_delivery_whose_job_outlived_its_body_is_a_duplicate_and_not_queued_twice(redis, intake):
     intake.accept("d-1", b"{}", DELIVERY_FUNC, "delivery-d-1", ("d-1",))
     redis.delete(intake.deliveries.key("d-1"))
-    assert intake.accept("d-1", b"{}", DELIVERY_FUNC, "delivery-d-1", ("d-1",)) == QUEUED
+    assert intake.accept("d-1", b"{}", DELIVERY_FUNC, "delivery-d-1", ("d-1",)) == DUPLICATE
     assert intake.queue.job_ids == ["delivery-d-1"]
+    assert intake.deliveries.body("d-1") == b"{}"          # the job finds its body again
 
 
 def test_without_a_counter_nothing_is_counted(redis):
@@ -139,10 +140,20 @@ def post(client, body, delivery):
                        headers={"X-Atlassian-Webhook-Identifier": delivery})
 
 
-def test_an_accepted_delivery_and_a_duplicate_cost_one_redis_command_each(client, redis, redis_server):
+def round_trips(redis: Redis, action) -> tuple[int, int]:
+    """Reads and writes of client sockets Redis made while ``action`` ran (INFO's own left out)."""
+    before = redis.info("stats")
+    action()
+    after = redis.info("stats")
+    return tuple(after[f"total_{x}_processed"] - before[f"total_{x}_processed"] - 1 for x in ("reads", "writes"))
+
+
+def test_an_accepted_delivery_and_a_duplicate_cost_one_redis_round_trip_each(client, redis, redis_server):
     assert post(client, payload("02"), "warm-up").status_code == 202      # loads the script once
     for _ in ("new", "duplicate"):
-        assert commands_from_clients(redis_server.url, lambda: post(client, payload("02"), "d-1")) == ["EVALSHA"]
+        deliver = lambda: post(client, payload("02"), "d-1")          # noqa: E731
+        assert commands_from_clients(redis_server.url, deliver) == ["SET", "EVALSHA"]     # body, then the script
+        assert round_trips(redis, deliver) == (1, 1)                   # sent together, answered together
     assert make_queue(redis).job_ids == ["delivery-warm-up", "delivery-d-1"]
 
 

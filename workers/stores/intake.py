@@ -1,11 +1,13 @@
 """A webhook delivery accepted in one Redis round trip: stored, deduped, queued as an RQ job, counted, logged.
 
-One Lua script does what ``DeliveryStore.put``, ``enqueue_call`` (RQ's unique
-enqueue), the verdict's counter and the dashboard's delivery log did in six or
-so round trips. Redis runs a script whole, so a delivery is accepted wholly or
-not at all: with Redis down or full, nothing is written (the route answers 503
-and JIRA retries); with the answer lost on its way back, everything is (the
-retry is then a duplicate). The job
+One write to Redis carries a ``SET NX`` of the body and one Lua script that does
+what ``enqueue_call`` (RQ's unique enqueue), the verdict's counter and the
+dashboard's delivery log did in six or so round trips; one read gets both
+answers. Redis runs a script whole, and refuses both commands when it is full:
+with Redis down or full, nothing is written (the route answers 503 and JIRA
+retries); with the answer lost on its way back, everything is (the retry is
+then a duplicate); with the connection lost between the two commands, the body
+is stored without its job, the answer is 503, and the retry queues it. The job
 it writes is the one RQ's ``Queue.enqueue_call(..., unique=True)`` would write
 for relance's job options: its hash is made once per kind of job by RQ's own
 ``Job.to_dict()`` and only the call (``data``, ``description``) and the
@@ -13,13 +15,13 @@ timestamps change per delivery, so RQ's workers run, retry and report it as any
 other job, and tests/test_intake.py compares it field by field with RQ's own
 enqueue (an RQ upgrade that writes other fields fails that test).
 
-Dedupe rules (those of the JIRA route since #2):
+Dedupe rules (those of the JIRA route since #2), decided by the script from the
+job and the ``:done`` mark, not from the body's presence:
 - a new delivery id: the body is stored and the job queued ("queued");
 - a known id whose delivery was processed (its ``:done`` mark): "duplicate", nothing queued;
-- a known id whose job still exists: "duplicate";
+- a known id whose job still exists: "duplicate" (the body stored again if it had expired);
 - a known id whose job is missing (lost before it was written, or expired): queued again
-  ("queued"); the job id is unique and a processed delivery is a no-op, so this is safe;
-- a new id whose job still exists (its body expired first): "queued", the job not queued twice.
+  ("queued"); the job id is unique and a processed delivery is a no-op, so this is safe.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import zlib
 from datetime import datetime, timezone
 
 import hiredis
-from redis.exceptions import ConnectionError, NoScriptError, TimeoutError
+from redis.exceptions import ConnectionError, NoScriptError, ResponseError, TimeoutError
 from rq import Queue, Retry
 from rq.job import JobStatus
 from rq.utils import get_call_string, utcformat
@@ -44,36 +46,34 @@ from .views import DELIVERY_LOG_KEY, DELIVERY_LOG_MAX, delivery_log_fields
 QUEUED, DUPLICATE = "queued", "duplicate"
 CODES = {QUEUED: 202, DUPLICATE: 200}        # the HTTP answer each verdict is logged with
 
-# KEYS: 1 body, 2 its done mark, 3 job hash, 4 queue list, 5 RQ's set of queues, 6 metrics hash, 7 delivery log
-# ARGV: 1 body, 2 body TTL, 3 job id, 4 TTL of the metrics and the log, 5 the counter's field but the
-#       verdict ("": not counted), 6 the job's data, 7 its description, 8 its created_at and enqueued_at, 9 n = number
-#       of log values, 10..9+n the log's field/value pairs.
+# The body is stored by a SET NX sent with the script, in the same write: passed to a script, an
+# 11 KB argument cost Redis 30 µs more a delivery (a Lua string made of it, then a Redis string of that).
+# KEYS: 1 the body's done mark, 2 job hash, 3 queue list, 4 RQ's set of queues, 5 metrics hash, 6 delivery log
+# ARGV: 1 job id, 2 TTL of the metrics and the log, 3 the counter's field but the verdict ("": not counted),
+#       4 the job's data, 5 its description, 6 its created_at and enqueued_at, 7 n = number of log values,
+#       8..7+n the log's field/value pairs.
 # JOB_FIELDS, JOB_TTL, LOG_MAX: the job hash's fields that are the same for every job of a template
 # (written into the script's source, one script per template, so they are not sent with each call),
 # the job's TTL (-1: none), the delivery log's cap.
 _ACCEPT = """
-local fresh = redis.call("SET", KEYS[1], ARGV[1], "NX", "EX", ARGV[2])
-local verdict = "queued"
-if not fresh then verdict = "duplicate" end
-if fresh or redis.call("EXISTS", KEYS[2]) == 0 then
-  if redis.call("EXISTS", KEYS[3]) == 0 then
-    redis.call("HSET", KEYS[3], "data", ARGV[6], "description", ARGV[7], "created_at", ARGV[8],
-               "enqueued_at", ARGV[8], JOB_FIELDS)
-    if JOB_TTL > 0 then redis.call("EXPIRE", KEYS[3], JOB_TTL) end
-    redis.call("RPUSH", KEYS[4], ARGV[3])
-    redis.call("SADD", KEYS[5], KEYS[4])
-    verdict = "queued"
-  end
+local verdict = "duplicate"
+if redis.call("EXISTS", KEYS[1]) == 0 and redis.call("EXISTS", KEYS[2]) == 0 then
+  redis.call("HSET", KEYS[2], "data", ARGV[4], "description", ARGV[5], "created_at", ARGV[6],
+             "enqueued_at", ARGV[6], JOB_FIELDS)
+  if JOB_TTL > 0 then redis.call("EXPIRE", KEYS[2], JOB_TTL) end
+  redis.call("RPUSH", KEYS[3], ARGV[1])
+  redis.call("SADD", KEYS[4], KEYS[3])
+  verdict = "queued"
 end
-if ARGV[5] ~= "" then
-  redis.call("HINCRBY", KEYS[6], ARGV[5] .. verdict, 1)
-  redis.call("EXPIRE", KEYS[6], ARGV[4])
+if ARGV[3] ~= "" then
+  redis.call("HINCRBY", KEYS[5], ARGV[3] .. verdict, 1)
+  redis.call("EXPIRE", KEYS[5], ARGV[2])
 end
 local code = "200"
 if verdict == "queued" then code = "202" end
-redis.call("XADD", KEYS[7], "MAXLEN", "~", LOG_MAX, "*", "code", code, "verdict", verdict,
-           unpack(ARGV, 10, 9 + tonumber(ARGV[9])))
-redis.call("EXPIRE", KEYS[7], ARGV[4])
+redis.call("XADD", KEYS[6], "MAXLEN", "~", LOG_MAX, "*", "code", code, "verdict", verdict,
+           unpack(ARGV, 8, 7 + tonumber(ARGV[7])))
+redis.call("EXPIRE", KEYS[6], ARGV[2])
 return verdict
 """
 
@@ -167,17 +167,24 @@ class Intake:
         template, script = self.template(func, timeout, retry)
         entry = [x for pair in delivery_log_fields(**(log or {})).items() for x in pair]
         did_key = self.deliveries.key(delivery_id)
-        keys = (did_key, did_key + ":done", self.queue.job_class.key_for(job_id), self.queue.key,
-                Queue.redis_queues_keys, METRICS_KEY, DELIVERY_LOG_KEY)
+        keys = (did_key + ":done", self.queue.job_class.key_for(job_id), self.queue.key, Queue.redis_queues_keys,
+                METRICS_KEY, DELIVERY_LOG_KEY)
         counted = SEP.join(counter) + SEP if counter else ""
-        verdict = self._evalsha(script, keys, body, self.deliveries.keep, job_id, self.retention, counted,
-                                *template.call(args), len(entry), *entry)
+        store = ("SET", did_key, body, "NX", "EX", self.deliveries.keep)
+        accept = ("EVALSHA", script.sha, len(keys), *keys, job_id, self.retention, counted, *template.call(args),
+                  len(entry), *entry)
+        verdict = self._round_trip(script, store, accept)
         return verdict.decode() if isinstance(verdict, bytes) else verdict
 
-    def _evalsha(self, script, keys: tuple, *args):
-        """``script`` on this process's and thread's connection, loaded first if Redis does not know it.
+    def _round_trip(self, script, store: tuple, accept: tuple):
+        """``store`` (the body's SET) and ``accept`` (the script) written together on this process's and
+        thread's connection; the script's reply. The script is loaded first if Redis does not know it.
         Connected, checked and retried as the client does: a connection the server closed meanwhile
-        (a restart) is opened anew, as the client's pool does."""
+        (a restart) is opened anew, as the client's pool does.
+
+        Either command refused (Redis full, read-only) raises: a write refused for lack of memory
+        refuses both, so nothing is written; a body stored without its job (the connection lost
+        between the two) is answered 503, and the sender's retry queues it (SET NX, the job absent)."""
         connection = self._connection()
         connection.connect()                    # as ConnectionPool.get_connection: connect, then drop and
         try:                                    # reopen a connection the server closed, or with stray data
@@ -186,17 +193,30 @@ class Intake:
         except (ConnectionError, TimeoutError, OSError):
             connection.disconnect()
             connection.connect()
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+
+        def replies(n: int) -> list:
+            """The next ``n`` replies, errors included: each is read, so the connection stays in step."""
+            read = []
+            for _ in range(n):
+                try:
+                    read.append(connection.read_response())
+                except ResponseError as e:
+                    read.append(e)
+            return read
 
         def call():
-            try:
-                connection.send_packed_command([hiredis.pack_command(command)])
-                return connection.read_response()
-            except NoScriptError:               # a new or restarted Redis
-                connection.send_command("SCRIPT", "LOAD", script.script)
-                connection.read_response()
-                connection.send_command(*command)
-                return connection.read_response()
+            connection.send_packed_command([hiredis.pack_command(store) + hiredis.pack_command(accept)])
+            stored, verdict = replies(2)
+            if isinstance(verdict, NoScriptError) and not isinstance(stored, ResponseError):
+                connection.send_command("SCRIPT", "LOAD", script.script)       # a new or restarted Redis
+                verdict, = replies(1)
+                if not isinstance(verdict, ResponseError):
+                    connection.send_packed_command([hiredis.pack_command(accept)])
+                    verdict, = replies(1)
+            for reply in (stored, verdict):
+                if isinstance(reply, ResponseError):
+                    raise reply
+            return verdict
 
         return connection.retry.call_with_retry(call, lambda error: connection.disconnect())
 
