@@ -8,6 +8,7 @@ Each part is a script of its own that can be run alone (its ``--help`` says more
 Redis, stand-ins and processes, and stops them:
 
 ingest      bench/ingest.py      webhook acceptance against bare Flask (and bare Flask storing the body)
+instructions bench/instructions.py instructions per accepted delivery (valgrind), against bare Flask
 processing  bench/processing.py  events/s of one worker with JIRA and SendGrid ``--latency-ms`` away,
                                  by thread count, against RQ's WorkerPool and RQ's no-op baselines
 burst       bench/burst.py       a JIRA bulk transition posted by wrk, two workers, rate-limited stand-ins
@@ -15,7 +16,7 @@ timers      bench/timers.py      memory per pending timer, a burst due at once, 
                                  backlog of deliveries, each against the one-job-per-timer scheme
 footprint   bench/footprint.py   start-up and memory of web and worker, Redis per ticket, 30 days' model
 
-Needs wrk (Debian: ``apt-get install wrk``) for ingest and burst. Exit status: 1 if a part failed.
+Needs wrk (Debian: ``apt-get install wrk``) for ingest and burst, valgrind for instructions. Exit status: 1 if a part failed.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-PARTS = ("ingest", "processing", "burst", "timers", "footprint")
+PARTS = ("ingest", "instructions", "processing", "burst", "timers", "footprint")
 
 
 def commands(latency_ms: float, quick: bool) -> dict[str, list[str]]:
@@ -36,6 +37,7 @@ def commands(latency_ms: float, quick: bool) -> dict[str, list[str]]:
     if quick:
         return {
             "ingest": ["ingest.py", "--seconds", "3", "--repeat", "1", "--rate-seconds", "3"],
+            "instructions": ["instructions.py", "--calls", "200"],
             "processing": ["processing.py", *latency, "--events", "300", "--threads", "1,32", "--pool", "4",
                            "--repeat", "1"],
             "burst": ["burst.py", *latency, "--tickets", "1000"],
@@ -45,6 +47,7 @@ def commands(latency_ms: float, quick: bool) -> dict[str, list[str]]:
         }
     return {
         "ingest": ["ingest.py"],
+        "instructions": ["instructions.py"],
         "processing": ["processing.py", *latency],
         "burst": ["burst.py", *latency, "--tickets", "10000"],
         "timers": ["timers.py", "--timers", "10000", "--pending", "1000000", "--baseline"],
