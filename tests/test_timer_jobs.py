@@ -16,7 +16,7 @@ from workers.exceptions import EffectBusy
 from workers.jobs import fire_timer
 from workers.stores.audit import Audit
 from workers.stores.queue import enqueue_timers
-from workers.stores.timers import job_id, member
+from workers.stores.timers import job_id, member, split_member
 from workers.timer_jobs import fire_timers
 from workers.worker import run_worker
 
@@ -71,6 +71,20 @@ def test_a_timer_in_two_firing_jobs_acts_once(dry_run, jira, settings):
     assert firing_results(dry_run) in (["1 fired", "1 superseded"], ["1 fired", "1 handed off"])
     assert kinds(dry_run).count("timer fired") == 1
     assert len(list(settings.outbox_dir.glob("timer-*auto-close*.eml"))) == 1
+
+
+def test_a_job_that_finds_its_timer_being_fired_by_another_leaves_it_to_that_one_and_records_nothing(dry_run, jira):
+    """Two jobs with the same timer (claimed again after its lease ran out): the second to lock the ticket
+    finds the first one's claim on the effects, taken before the first let the ticket go, and leaves the
+    timer to a job of its own, which finds it done. The timer is recorded fired once."""
+    resolve(dry_run, jira, 1, cloud=False)
+    [claimed] = dry_run.timers.claim(time.time() + LATER)
+    member, generation, _ = claimed
+    rule, key = split_member(member)
+    assert dry_run.effects.ledger.claim(f"timer-{key}-{generation}:{rule}:0", 60)     # the first job, acting
+    assert fire_timers([list(claimed)]) == "1 handed off"
+    assert "timer fired" not in kinds(dry_run)
+    assert dry_run.queue.fetch_job(job_id(member, generation)) is not None
 
 
 def test_a_timer_whose_firing_fails_goes_on_in_its_own_job_and_the_others_fire(service, jira, sendgrid):

@@ -4,9 +4,10 @@ A firing job takes its timers in rounds: TIMER_ROUND at a time in dry run, one a
 time with JIRA configured (each ticket is then read from JIRA just before it is acted
 on). A round reads what it needs of all its timers in two round trips (generations;
 what relance remembers of the tickets), takes the tickets' locks in one, re-checks the
-generations under the locks in one, and records every firing, skip and drop and gives
-the locks back in one. The fired timers' effects are then claimed in the ledger
-together and performed, each once; the outcomes of those that change nothing outside
+generations (and whether another job is firing the same timer) under the locks in one,
+claims the fired timers' effects in the ledger together in one, and records every
+firing, skip and drop and gives the locks back in one. The effects are then performed,
+each once; the outcomes of those that change nothing outside
 relance (dry-run JIRA actions, mail to the outbox) are written with the release or
 re-arming of the round's fired timers, in one more round trip.
 
@@ -34,7 +35,7 @@ from .actions import Ticket
 from .context import Context, current
 from .core.decisions import next_firing, plan_effects
 from .core.rules import Rule
-from .exceptions import TicketBusy
+from .exceptions import EffectBusy, TicketBusy
 from .jobs import _no_longer_fits, _time_left, split_generation, ticket_now
 from .logs import about
 from .stores.queue import enqueue_timer
@@ -97,11 +98,7 @@ def fire_round(ctx: Context, firings: list[Firing], alone: bool = False) -> None
     fails or whose ticket is busy is handed to a job of its own."""
     writes = ctx.redis.pipeline(transaction=False)
     _read(ctx, firings, writes, alone)
-    _lock_and_record(ctx, [f for f in firings if f.outcome is None], writes, alone)
-    fired = [f for f in firings if f.outcome is None]
-    plans = [[(e.index, e.action) for e in plan_effects(ctx.rules, f.rule_name)] for f in fired]
-    ids = [ctx.effects.effect_ids(f.rule_name, steps, f.prefix) for f, steps in zip(fired, plans)]
-    claims = ctx.effects.ledger.claim_all([i for each in ids for i in each], _time_left())     # one round trip
+    fired, plans, ids, claims = _lock_and_record(ctx, [f for f in firings if f.outcome is None], writes, alone)
     performed, failed, taken = [], [], 0
     try:
         for f, steps, each in zip(fired, plans, ids):
@@ -149,23 +146,37 @@ def _read(ctx: Context, firings: list[Firing], writes, alone: bool) -> None:
             _drop(ctx, f, "JIRA no longer shows the ticket", writes)
 
 
-def _lock_and_record(ctx: Context, firings: list[Firing], writes, alone: bool) -> None:
+def _lock_and_record(ctx: Context, firings: list[Firing], writes, alone: bool):
     """Under the tickets' locks: check each generation again (a delivery may have cancelled or re-armed the
-    timer meanwhile) and whether its ticket still fits the rule; record each firing or skip, then give the
-    locks back, with the writes of the round, in one round trip."""
+    timer meanwhile), whether another job is firing the same timer now (it holds the claim of its first
+    effect), and whether its ticket still fits the rule; record each firing or skip, claim the fired
+    timers' effects in the ledger (one round trip), then give the locks back, with the writes of the
+    round, in one round trip. Returns the fired timers, their plans, their effect ids and the claims.
+
+    The claims are taken before the locks are given back, so a job firing the same timer (claimed again
+    after its lease ran out) finds them held and leaves the timer to this one, instead of recording it
+    fired a second time."""
     tokens = ctx.tickets.try_lock([f.key for f in firings], wait=ctx.tickets.lock_wait if alone else 0)
     locked = [f for f in firings if f.key in tokens]
     failed: list[tuple[Firing, Exception]] = []
+    busy: list[Firing] = []
+    fired: list[Firing] = []
+    plans, ids, claims = [], [], []
     try:
         pipe = ctx.redis.pipeline(transaction=False)
         for f in locked:
+            first = ctx.effects.ledger.key(f"{f.prefix}:{f.rule_name}:0")
             pipe.hget(GENERATION_KEY, f.member)
-            pipe.exists(ctx.effects.ledger.key(f"{f.prefix}:{f.rule_name}:0"))
+            pipe.exists(first)
+            pipe.exists(first + ":claim")
         found = pipe.execute() if locked else []
         for i, f in enumerate(locked):
-            generation, began = found[2 * i], found[2 * i + 1]
+            generation, began, held = found[3 * i], found[3 * i + 1], found[3 * i + 2]
             if generation is None or generation.decode() != f.generation:
                 _superseded(ctx, f, writes)
+                continue
+            if held:
+                busy.append(f)
                 continue
             try:
                 # A firing that already acted (say, closed the ticket, then the mail failed) resumes: the ticket
@@ -186,16 +197,22 @@ def _lock_and_record(ctx: Context, firings: list[Firing], writes, alone: bool) -
             if not began and f.due is not None:
                 ctx.effects.metrics.observe("lateness", max(0.0, time.time() - f.due), pipe=writes)
             ctx.tickets.touch(f.key, pipe=writes)
+            fired.append(f)
+        plans = [[(e.index, e.action) for e in plan_effects(ctx.rules, f.rule_name)] for f in fired]
+        ids = [ctx.effects.effect_ids(f.rule_name, steps, f.prefix) for f, steps in zip(fired, plans)]
+        claims = ctx.effects.ledger.claim_all([i for each in ids for i in each], _time_left())     # one round trip
     finally:
         ctx.tickets.unlock(tokens, pipe=writes)
         writes.execute()
     for f in firings:
-        if f.key not in tokens:
+        if f.key not in tokens or f in busy:
             if alone:
-                raise TicketBusy(f"{f.key}: another job held the ticket's lock for {ctx.tickets.lock_wait}s")
+                raise (TicketBusy(f"{f.key}: another job held the ticket's lock for {ctx.tickets.lock_wait}s")
+                       if f.key not in tokens else EffectBusy(f"{f.member}: another job is firing it"))
             _hand_off(ctx, f)
     for f, e in failed:
         _hand_off(ctx, f, e)
+    return fired, plans, ids, claims
 
 
 def _release_or_rearm(ctx: Context, firings: list[Firing], writes) -> None:
