@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 
 from workers.context import Context
 from workers.stores.queue import make_queue
@@ -78,3 +80,24 @@ def test_leaving_the_command_channel_ends_promptly_even_when_the_pubsub_thread_r
     leaving.join(timeout=20)
     assert not leaving.is_alive(), "the worker hung leaving its command channel"
     assert not thread.is_alive()
+
+
+def test_a_warm_stop_is_heeded_even_when_its_exception_is_caught_on_its_way(settings, redis):
+    """SIGTERM while the worker waits for work raises StopRequested wherever the main thread is; in RQ's
+    maintenance (a failure callback of an abandoned job, say) an ``except Exception`` catches it. The
+    stop must not be lost: the worker's loop ends at its next turn instead of dequeuing on."""
+    worker = make_worker(Context.build(settings, redis))
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker._waiting_for_work = True
+        try:
+            worker.request_stop(signal.SIGTERM, None)
+        except Exception:               # as RQ's StartedJobRegistry.cleanup does around a failure callback
+            pass
+        worker._waiting_for_work = False
+        started = time.monotonic()
+        worker.work(burst=False, with_scheduler=False)
+        assert time.monotonic() - started < worker.dequeue_timeout, "the worker dequeued on after its stop"
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
