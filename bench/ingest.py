@@ -1,7 +1,7 @@
 """Webhook ingest: relance's POST /webhooks/jira against a bare Flask endpoint answering 202. Prints Markdown.
 
     .venv/bin/python bench/ingest.py [--seconds 10] [--repeat 3] [--rate-seconds 10] [--rate N] [--workers 2]
-                                     [--threads N]
+                                     [--threads N] [--worker-class gevent]
 
 Three apps run under gunicorn with the same settings (``--workers 2``, the Procfile's default;
 sync workers, or ``--threads N`` gthread workers for all three; no access log), against a Redis this script starts, on the same machine as the
@@ -54,12 +54,14 @@ APPS = {"bare Flask": "bench.baseline_app:app", "bare Flask + Redis SET": "bench
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def serve(app: str, env: dict, workers: int = WEB_WORKERS, threads: int = 1) -> tuple[subprocess.Popen, str]:
-    """``app`` under gunicorn (``workers`` sync workers, or gthread workers of ``threads`` threads each
-    when ``threads`` > 1) on a free port, once it answers."""
+def serve(app: str, env: dict, workers: int = WEB_WORKERS, threads: int = 1,
+          worker_class: str | None = None) -> tuple[subprocess.Popen, str]:
+    """``app`` under gunicorn (``workers`` sync workers, gthread workers of ``threads`` threads each
+    when ``threads`` > 1, or workers of ``worker_class``) on a free port, once it answers."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers",
-                             str(workers), "--threads", str(threads), app], cwd=ROOT, env=env,
+                             str(workers), "--threads", str(threads),
+                             *(["--worker-class", worker_class] if worker_class else []), app], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -219,10 +221,11 @@ def _add(total: dict, more: dict) -> dict:
 
 
 def measure(redis_url: str, redis_pid: int, seconds: int, repeat: int, rate_seconds: int,
-            rate: float | None = None, workers: int = WEB_WORKERS, threads: int = 1) -> dict:
+            rate: float | None = None, workers: int = WEB_WORKERS, threads: int = 1,
+            worker_class: str | None = None) -> dict:
     env = {**os.environ, "REDIS_URL": redis_url}
     redis = Redis.from_url(redis_url)
-    servers = {name: serve(app, env, workers, threads) for name, app in APPS.items()}
+    servers = {name: serve(app, env, workers, threads, worker_class) for name, app in APPS.items()}
     runs, stats = {name: [] for name in APPS}, {}
     try:
         for name, (proc, url) in servers.items():
@@ -252,7 +255,7 @@ def measure(redis_url: str, redis_pid: int, seconds: int, repeat: int, rate_seco
             proc.terminate()
             proc.wait()
     return {"runs": runs, "latency": latency, "monitored": monitored, "round_trips": trips, "queued": queued, "workers": workers,
-            "threads": threads,
+            "threads": threads, "worker_class": worker_class,
             "relance_requests": relance_requests, "commandstats": stats}
 
 
@@ -261,7 +264,8 @@ def report(m: dict, seconds: int) -> str:
     load = os.getloadavg()[0]
     lines.append(f"## Ingest ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
                  f"load average {load:.1f} at the end)\n")
-    kind = f"--threads {m['threads']} (gthread)" if m["threads"] > 1 else "(sync)"
+    kind = (f"--worker-class {m['worker_class']}" if m["worker_class"]
+            else f"--threads {m['threads']} (gthread)" if m["threads"] > 1 else "(sync)")
     lines.append(f"Saturation: wrk -t2 -c32 -d{seconds}s, 11 KB body, fresh delivery ids; gunicorn --workers "
                  f"{m['workers']} {kind}, the apps taking turns\n")
     names = list(runs)
@@ -317,10 +321,13 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=WEB_WORKERS, help="gunicorn workers of every app")
     parser.add_argument("--threads", type=int, default=1, help="threads of each gunicorn worker, every app "
                         "(> 1: gunicorn's gthread worker)")
+    parser.add_argument("--worker-class", help="gunicorn's worker class for every app, e.g. gevent (pip install "
+                        "gevent first: not one of relance's dependencies). Its fixed-rate latencies count up to "
+                        "the server's close, so a worker that keeps connections alive adds its keep-alive")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis", persist=False) as redis:
         m = measure(redis.url, redis.process.pid, args.seconds, args.repeat, args.rate_seconds, args.rate,
-                    args.workers, args.threads)
+                    args.workers, args.threads, args.worker_class)
     print(report(m, args.seconds))
     return 0
 
