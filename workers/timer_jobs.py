@@ -205,11 +205,14 @@ def _lock_and_record(ctx: Context, firings: list[Firing], writes, alone: bool):
         ctx.tickets.unlock(tokens, pipe=writes)
         writes.execute()
     for f in firings:
-        if f.key not in tokens or f in busy:
+        if f.key not in tokens:
             if alone:
-                raise (TicketBusy(f"{f.key}: another job held the ticket's lock for {ctx.tickets.lock_wait}s")
-                       if f.key not in tokens else EffectBusy(f"{f.member}: another job is firing it"))
+                raise TicketBusy(f"{f.key}: another job held the ticket's lock for {ctx.tickets.lock_wait}s")
             _hand_off(ctx, f)
+    for f in busy:
+        if alone:
+            raise EffectBusy(f"{f.member}: another job is firing it")
+        _hand_off(ctx, f)
     for f, e in failed:
         _hand_off(ctx, f, e)
     return fired, plans, ids, claims

@@ -142,9 +142,8 @@ class RelanceWorker(SimpleWorker):
 
     def _shutdown(self):
         # While waiting for work the main thread may stop at once (teardown finishes the jobs in flight);
-        # RQ would wait for the next job to arrive, since the worker is busy. The flag too, which RQ's loop
-        # checks before each dequeue: a warm stop once went unheeded (a bench's worker dequeued on after
-        # SIGTERM, 2026-12-07), as if the exception had been caught on its way.
+        # RQ would wait for the next job to arrive, since the worker is busy. The flag as well: RQ's
+        # maintenance catches Exception in places, StopRequested with it, and its loop checks the flag.
         self._stop_requested = True
         if self._waiting_for_work:
             raise StopRequested()

@@ -207,12 +207,10 @@ class Intake:
         def call():
             connection.send_packed_command([hiredis.pack_command(store) + hiredis.pack_command(accept)])
             stored, verdict = replies(2)
-            if isinstance(verdict, NoScriptError) and not isinstance(stored, ResponseError):
-                connection.send_command("SCRIPT", "LOAD", script.script)       # a new or restarted Redis
-                verdict, = replies(1)
-                if not isinstance(verdict, ResponseError):
-                    connection.send_packed_command([hiredis.pack_command(accept)])
-                    verdict, = replies(1)
+            if isinstance(verdict, NoScriptError):      # a new or restarted Redis: load it, run it again
+                load = ("SCRIPT", "LOAD", script.script)
+                connection.send_packed_command([hiredis.pack_command(load) + hiredis.pack_command(accept)])
+                _, verdict = replies(2)
             for reply in (stored, verdict):
                 if isinstance(reply, ResponseError):
                     raise reply
