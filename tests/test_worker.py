@@ -10,6 +10,8 @@ import sys
 import threading
 import time
 
+from rq import Queue, Retry
+
 from workers.context import Context
 from workers.stores.queue import make_queue
 from workers.settings import PROJECT_ROOT
@@ -101,3 +103,45 @@ def test_a_warm_stop_is_heeded_even_when_its_exception_is_caught_on_its_way(sett
     finally:
         for s, handler in handlers.items():
             signal.signal(s, handler)
+
+
+FOUND_EMPTY = threading.Event()       # the worker's dequeue found the queue empty while a job ran
+WORKER: list = []
+RUNS: list = []
+
+
+def fail_until_the_queue_was_found_empty() -> str:
+    """A job whose first run fails only once the worker has looked at the queue and found it empty."""
+    RUNS.append(1)
+    if len(RUNS) == 1:
+        assert FOUND_EMPTY.wait(20), "the worker never looked at the queue"
+        raise RuntimeError("a failure whose retry is queued after the queue was found empty")
+    return "done on its retry"
+
+
+class EmptyOnce(Queue):
+    """RQ's queue, whose first empty dequeue returns only once the running job has failed and ended."""
+
+    @classmethod
+    def dequeue_any(cls, *args, **kwargs):
+        result = super().dequeue_any(*args, **kwargs)
+        if result is None and not FOUND_EMPTY.is_set():
+            FOUND_EMPTY.set()
+            worker = WORKER[0]
+            with worker._finished:
+                assert worker._finished.wait_for(lambda: worker._in_flight == 0, 20)
+        return result
+
+
+def test_a_burst_run_waits_for_the_retry_a_job_queues_as_the_queue_is_found_empty(settings, redis):
+    FOUND_EMPTY.clear()
+    RUNS.clear()
+    ctx = Context.build(settings, redis)
+    job = ctx.queue.enqueue(fail_until_the_queue_was_found_empty, retry=Retry(max=1))
+    worker = make_worker(ctx)
+    worker.queue_class = EmptyOnce
+    WORKER[:] = [worker]
+    worker.work(burst=True, with_scheduler=False)
+    job.refresh()
+    assert job.get_status() == "finished" and job.return_value() == "done on its retry"
+    assert len(RUNS) == 2 and ctx.queue.count == 0

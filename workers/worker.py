@@ -123,7 +123,7 @@ class RelanceWorker(SimpleWorker):
 
     def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
         """RQ's dequeue, once a thread is free. In burst mode (``timeout`` None) an empty queue ends the
-        run only when no job is in flight: a failing one may queue its retry."""
+        run only when no job was in flight as it was found empty: a failing one may queue its retry."""
         while True:
             self._waiting_for_work = True
             try:
@@ -133,12 +133,13 @@ class RelanceWorker(SimpleWorker):
                         self.run_maintenance_tasks()
                 if self._stop_requested:
                     return None
+                in_flight = self.busy()     # sampled before the dequeue: one ending after it may queue a retry
                 result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
             finally:
                 self._waiting_for_work = False
-            if result is not None or timeout is not None or not self.busy():
+            if result is not None or timeout is not None or not in_flight:
                 return result
-            self._wait_for_jobs(self.busy(), None)          # burst: one of the jobs in flight ends first
+            self._wait_for_jobs(in_flight, None)            # burst: one of those jobs ends, then look again
 
     def _shutdown(self):
         # While waiting for work the main thread may stop at once (teardown finishes the jobs in flight);
