@@ -139,6 +139,7 @@ def test_a_burst_run_waits_for_the_retry_a_job_queues_as_the_queue_is_found_empt
     ctx = Context.build(settings, redis)
     job = ctx.queue.enqueue(fail_until_the_queue_was_found_empty, retry=Retry(max=1))
     worker = make_worker(ctx)
+    assert worker.threads > 1           # the failing job waits for a dequeue made while it runs
     worker.queue_class = EmptyOnce
     WORKER[:] = [worker]
     worker.work(burst=True, with_scheduler=False)
