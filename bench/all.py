@@ -9,6 +9,7 @@ Redis, stand-ins and processes, and stops them:
 
 ingest      bench/ingest.py      webhook acceptance against bare Flask (and bare Flask storing the body)
 instructions bench/instructions.py instructions per accepted delivery (valgrind), against bare Flask
+roundtrip   bench/roundtrip.py   one Redis round trip's cost to the client, sleeping against spinning
 processing  bench/processing.py  events/s of one worker with JIRA and SendGrid ``--latency-ms`` away,
                                  by thread count, against RQ's WorkerPool and RQ's no-op baselines
 burst       bench/burst.py       a JIRA bulk transition posted by wrk, two workers, rate-limited stand-ins
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-PARTS = ("ingest", "instructions", "processing", "burst", "timers", "footprint")
+PARTS = ("ingest", "instructions", "roundtrip", "processing", "burst", "timers", "footprint")
 
 
 def commands(latency_ms: float, quick: bool) -> dict[str, list[str]]:
@@ -38,6 +39,7 @@ def commands(latency_ms: float, quick: bool) -> dict[str, list[str]]:
         return {
             "ingest": ["ingest.py", "--seconds", "3", "--repeat", "1", "--rate-seconds", "3"],
             "instructions": ["instructions.py", "--calls", "200"],
+            "roundtrip": ["roundtrip.py", "--repeat", "1"],
             "processing": ["processing.py", *latency, "--events", "300", "--threads", "1,32", "--pool", "4",
                            "--repeat", "1"],
             "burst": ["burst.py", *latency, "--tickets", "1000"],
@@ -48,6 +50,7 @@ def commands(latency_ms: float, quick: bool) -> dict[str, list[str]]:
     return {
         "ingest": ["ingest.py"],
         "instructions": ["instructions.py"],
+        "roundtrip": ["roundtrip.py"],
         "processing": ["processing.py", *latency],
         "burst": ["burst.py", *latency, "--tickets", "10000"],
         "timers": ["timers.py", "--timers", "10000", "--pending", "1000000", "--baseline"],
