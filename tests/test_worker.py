@@ -127,9 +127,7 @@ class EmptyOnce(Queue):
         result = super().dequeue_any(*args, **kwargs)
         if result is None and not FOUND_EMPTY.is_set():
             FOUND_EMPTY.set()
-            worker = WORKER[0]
-            with worker._finished:
-                assert worker._finished.wait_for(lambda: worker._in_flight == 0, 20)
+            assert WORKER[0]._wait_for_jobs(1, 20), "the failing job never ended"
         return result
 
 
